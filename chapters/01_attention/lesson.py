@@ -1,0 +1,7 @@
+# %% [markdown]
+# # Attention
+# $x^2$
+
+# %%
+import tfcourse
+print(tfcourse.__version__)

@@ -1,0 +1,236 @@
+"""The contract-check kit: small checks that say what is wrong and what the likely mistake is.
+
+Lessons use them to show that code does what the text claims, the package tests use them on the
+reference code, and the graded exercises use them in their self-checks and hidden tests. Each
+check raises :class:`ContractError` (an ``AssertionError``, so a failing check fails a test cell)
+with a message meant for a learner::
+
+    >>> expect_rows_sum_to_one(torch.ones(2, 3, 4) / 3)
+    Traceback (most recent call last):
+    ContractError: the rows of weights sum to 1.333 over dim -1, not 1, but its columns sum to 1:
+    is the softmax over the query axis instead of the key axis (dim=-1)?
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+import torch
+
+
+class ContractError(AssertionError):
+    """A contract check failed; the message names the likely mistake."""
+
+
+def _fail(message: str, hint: str | None) -> None:
+    raise ContractError(f"{message}: {hint}" if hint else message)
+
+
+def expect_shape(
+    x: torch.Tensor, expected: Sequence[int | None], name: str = "output", hint: str | None = None
+) -> None:
+    """``x`` has shape ``expected``; ``None`` in ``expected`` matches any size."""
+    if not isinstance(x, torch.Tensor):
+        _fail(f"{name} is a {type(x).__name__}, expected a torch.Tensor", hint)
+    got, want = tuple(x.shape), tuple(expected)
+    if len(got) == len(want) and all(w is None or g == w for g, w in zip(got, want)):
+        return
+    shown = "(" + ", ".join("*" if w is None else str(w) for w in want) + ")"
+    if hint is None:
+        if len(got) != len(want):
+            hint = "a dimension is missing or extra (keepdim=True? an axis squeezed away?)"
+        elif sorted(got) == sorted(w for w in want if w is not None) and None not in want:
+            hint = "two axes are swapped: check the order of your transpose or view"
+    _fail(f"{name} has shape {got}, expected {shown}", hint)
+
+
+def expect_finite(x: torch.Tensor, name: str = "output", hint: str | None = None) -> None:
+    """No NaN or infinity in ``x``."""
+    bad = ~torch.isfinite(x)
+    if bad.any():
+        where = tuple(bad.nonzero()[0].tolist())
+        kind = "NaN" if torch.isnan(x).any() else "inf"
+        _fail(
+            f"{name} contains {kind} ({int(bad.sum())} of {x.numel()} entries, first at {where})",
+            hint or "an exp() that overflowed, or a softmax over a row that is entirely masked?",
+        )
+
+
+def expect_rows_sum_to_one(
+    weights: torch.Tensor, dim: int = -1, name: str = "weights", atol: float = 1e-3
+) -> None:
+    """Every slice of ``weights`` along ``dim`` is a probability distribution: entries in [0, 1]
+    that sum to one. Rows that are entirely zero (fully masked queries) are allowed."""
+    expect_finite(weights, name)
+    w = weights.float()
+    if (w < -atol).any() or (w > 1 + atol).any():
+        _fail(
+            f"{name} has entries outside [0, 1] (min {w.min():.3g}, max {w.max():.3g})",
+            "are these the scores before the softmax rather than the weights after it?",
+        )
+    sums = w.sum(dim)
+    ok = torch.isclose(sums, torch.ones_like(sums), atol=atol) | (sums.abs() < atol)
+    if ok.all():
+        return
+    bad_sum = sums[~ok].flatten()[0].item()
+    other = -2 if dim in (-1, w.ndim - 1) else -1
+    other_sums = w.sum(other)
+    if w.ndim >= 2 and torch.isclose(other_sums, torch.ones_like(other_sums), atol=atol).all():
+        _fail(
+            f"the rows of {name} sum to {bad_sum:.4g} over dim {dim}, not 1, but its columns sum "
+            f"to 1",
+            f"is the softmax over the query axis instead of the key axis (dim={dim})?",
+        )
+    _fail(
+        f"the rows of {name} sum to {bad_sum:.4g} over dim {dim}, not 1",
+        "is the sum in the softmax's denominator taken over the right axis, with keepdim=True?",
+    )
+
+
+def expect_close(
+    actual: torch.Tensor,
+    expected: torch.Tensor,
+    name: str = "output",
+    *,
+    rtol: float | None = None,
+    atol: float | None = None,
+    hint: str | None = None,
+    mistakes: Mapping[str, torch.Tensor] | None = None,
+) -> None:
+    """``actual`` equals ``expected`` to the tolerance of its dtype.
+
+    ``mistakes`` maps a description of a known mistake to the output that mistake produces; when
+    ``actual`` matches one of them, the message names it.
+    """
+    expect_shape(actual, expected.shape, name)
+    if actual.dtype != expected.dtype:
+        _fail(f"{name} has dtype {actual.dtype}, expected {expected.dtype}",
+              hint or "keep the dtype of the inputs: create new tensors with dtype=x.dtype")
+    if actual.device != expected.device:
+        _fail(f"{name} is on {actual.device}, expected {expected.device}",
+              hint or "create new tensors with device=x.device")
+    default_rtol, default_atol = _tolerance(expected.dtype)
+    rtol = default_rtol if rtol is None else rtol
+    atol = default_atol if atol is None else atol
+    a, e = actual.detach().double(), expected.detach().double()
+    if torch.allclose(a, e, rtol=rtol, atol=atol, equal_nan=True):
+        return
+    for mistake, wrong in (mistakes or {}).items():
+        if wrong.shape == actual.shape and torch.allclose(
+            a, wrong.detach().double(), rtol=rtol, atol=atol, equal_nan=True
+        ):
+            _fail(f"{name} differs from the expected result", mistake)
+    expect_finite(actual, name, hint)
+    err = (a - e).abs()
+    where = tuple(int(i) for i in torch.unravel_index(err.argmax(), err.shape))
+    _fail(
+        f"{name} differs from the expected result: largest difference {err.max():.3g} at index "
+        f"{where} (got {a[where]:.6g}, expected {e[where]:.6g})",
+        hint,
+    )
+
+
+def _tolerance(dtype: torch.dtype) -> tuple[float, float]:
+    """(rtol, atol) for comparing a result computed in ``dtype`` with a reference."""
+    return {
+        torch.float16: (1e-2, 2e-3),
+        torch.bfloat16: (2e-2, 1e-2),
+        torch.float32: (1e-4, 1e-5),
+        torch.float64: (1e-7, 1e-9),
+    }.get(dtype, (0.0, 0.0))
+
+
+def expect_causal(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    *,
+    dim: int = 1,
+    atol: float = 1e-6,
+    name: str = "output",
+) -> None:
+    """The output of ``fn`` at position t depends only on inputs at positions up to t.
+
+    For each cut t, the inputs after t are replaced by noise and the outputs up to t must not
+    move by more than ``atol`` (a tolerance, because some exact-in-theory operations round).
+    """
+    with torch.no_grad():
+        base = fn(x)
+        length = x.shape[dim]
+        for t in range(length - 1):
+            changed = x.clone()
+            future = changed.narrow(dim, t + 1, length - t - 1)
+            future.copy_(torch.randn_like(future) * 3)
+            moved = (fn(changed) - base).narrow(dim, 0, t + 1).abs().max().item()
+            if moved > atol:
+                _fail(
+                    f"{name} at position {t} or earlier changed by {moved:.3g} when only inputs "
+                    f"after position {t} changed",
+                    "the causal mask is missing, upside down (triu instead of tril) or "
+                    "applied after the softmax",
+                )
+
+
+def expect_finite_grads(
+    fn: Callable[..., torch.Tensor], *inputs: torch.Tensor, name: str = "output"
+) -> None:
+    """Back-propagating through ``fn(*inputs)`` gives every floating input a finite gradient."""
+    leaves = [
+        t.detach().clone().requires_grad_(t.is_floating_point()) for t in inputs
+    ]
+    out = fn(*leaves)
+    if not isinstance(out, torch.Tensor) or not out.requires_grad:
+        _fail(f"{name} does not require grad", "is it detached (.detach(), .data, .item(), "
+              "torch.no_grad(), or a new tensor built from Python numbers)?")
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(0)).to(out)
+    (out * weights).sum().backward()
+    for i, leaf in enumerate(leaves):
+        if not leaf.is_floating_point():
+            continue
+        if leaf.grad is None:
+            _fail(f"input {i} of {name} received no gradient",
+                  "is it detached, or unused in the computation?")
+        expect_finite(leaf.grad, f"the gradient of input {i}",
+                      "a softmax over a fully masked row, or a mask applied as -inf * 0?")
+
+
+def expect_device_dtype(
+    x: torch.Tensor,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    name: str = "output",
+) -> None:
+    """``x`` lives on ``device`` and has ``dtype`` (each checked when given)."""
+    if device is not None and x.device.type != torch.device(device).type:
+        _fail(f"{name} is on {x.device}, expected {device}",
+              "create new tensors with device=x.device instead of the default device")
+    if dtype is not None and x.dtype != dtype:
+        _fail(f"{name} has dtype {x.dtype}, expected {dtype}",
+              "create new tensors with dtype=x.dtype, or keep the inputs' dtype")
+
+
+@contextlib.contextmanager
+def forbid(*targets: str, task: str = "this exercise") -> Iterator[None]:
+    """Within the block, calling any of ``targets`` (dotted paths such as
+    ``"torch.nn.functional.scaled_dot_product_attention"``) raises :class:`ContractError`.
+
+    Graders use it so that a shortcut through a ready-made implementation earns no points.
+    """
+    saved = []
+    try:
+        for target in targets:
+            module_name, attr = target.rsplit(".", 1)
+            owner = importlib.import_module(module_name)
+            saved.append((owner, attr, getattr(owner, attr)))
+
+            def blocked(*args: object, _target: str = target, **kwargs: object) -> None:
+                raise ContractError(
+                    f"{task} asks you to write this yourself; calling {_target} does not count"
+                )
+
+            setattr(owner, attr, blocked)
+        yield
+    finally:
+        for owner, attr, original in reversed(saved):
+            setattr(owner, attr, original)
