@@ -1,7 +1,8 @@
 """Scaled dot-product attention and multi-head attention (book: chapter 1).
 
-Shapes use the glossary of :mod:`tfcourse`: queries (..., T, D), keys (..., S, D), values (..., S, D),
-scores and weights (..., T, S). Masks follow :mod:`tfcourse.masks` (bool: True = attend).
+Shapes use the glossary of :mod:`tfcourse`: queries (..., T, D), keys (..., S, D),
+values (..., S, D), scores and weights (..., T, S). Masks follow :mod:`tfcourse.masks`
+(bool: True = attend).
 
 Two paths compute the same function:
 
@@ -83,8 +84,9 @@ def scaled_dot_product_attention(
     else:
         scores = scores + mask.float()
     weights = torch.softmax(scores, dim=-1)  # (..., T, S), each row sums to 1 over the keys
-    blocked_rows = torch.isneginf(scores).all(dim=-1, keepdim=True)
-    weights = weights.masked_fill(blocked_rows, 0.0).to(q.dtype)  # NaN rows -> 0
+    if mask is not None:  # a query with every key blocked has a row of NaN weights: make it 0
+        weights = weights.masked_fill(torch.isneginf(scores).all(dim=-1, keepdim=True), 0.0)
+    weights = weights.to(q.dtype)
     if dropout_p > 0.0:
         weights = F.dropout(weights, p=dropout_p)
     return weights @ v, weights  # (..., T, D_v), (..., T, S)
@@ -206,7 +208,8 @@ class MultiHeadAttention(nn.Module):
         is_causal: bool = False,
     ) -> torch.Tensor:
         """Attend from ``query`` (B, T, C) to ``key``/``value`` (B, S, C); self-attention when
-        they are omitted. ``mask`` broadcasts to (B, H, T, S); ``is_causal`` adds the causal mask."""
+        they are omitted. ``mask`` broadcasts to (B, H, T, S); ``is_causal`` adds the causal
+        mask."""
         q, k, v, mask = self._project(query, key, value, mask, is_causal)
         dropout_p = self.dropout if self.training else 0.0
         if self.fused:
@@ -249,7 +252,8 @@ class MultiHeadAttention(nn.Module):
         # in_proj_weight stacks W^Q, W^K, W^V: (3C, C) -> three (C, C)
         weights = reference.in_proj_weight.chunk(3)
         biases = reference.in_proj_bias.chunk(3) if has_bias else (None,) * 3
-        for proj, w, b in zip((self.q_proj, self.k_proj, self.v_proj), weights, biases):
+        projections = (self.q_proj, self.k_proj, self.v_proj)
+        for proj, w, b in zip(projections, weights, biases, strict=True):
             proj.weight.copy_(w)
             if b is not None:
                 proj.bias.copy_(b)

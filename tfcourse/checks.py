@@ -35,7 +35,7 @@ def expect_shape(
     if not isinstance(x, torch.Tensor):
         _fail(f"{name} is a {type(x).__name__}, expected a torch.Tensor", hint)
     got, want = tuple(x.shape), tuple(expected)
-    if len(got) == len(want) and all(w is None or g == w for g, w in zip(got, want)):
+    if len(got) == len(want) and all(w is None or g == w for g, w in zip(got, want, strict=True)):
         return
     shown = "(" + ", ".join("*" if w is None else str(w) for w in want) + ")"
     if hint is None:

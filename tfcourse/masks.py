@@ -1,8 +1,9 @@
 """Attention masks (book: chapter 1, section *Masks*).
 
-Convention throughout the course, the same as :func:`torch.nn.functional.scaled_dot_product_attention`:
-a boolean mask is ``True`` where a query **may attend** to a key. (``nn.MultiheadAttention`` uses the
-opposite convention, ``True`` = blocked; :mod:`tfcourse` never does.) An additive mask is a float
+Convention throughout the course, the same as
+:func:`torch.nn.functional.scaled_dot_product_attention`: a boolean mask is ``True`` where a query
+**may attend** to a key. (``nn.MultiheadAttention`` uses the opposite convention, ``True`` =
+blocked; :mod:`tfcourse` never does.) An additive mask is a float
 tensor added to the scores: ``0`` keeps a score, ``-inf`` removes it.
 """
 

@@ -29,7 +29,8 @@ def plot_attention(
             raise ValueError(f"{name}: expected {n} labels, got {len(labels)}")
     if ax is None:
         _, ax = plt.subplots(figsize=(0.35 * S + 2, 0.35 * T + 1.5))
-    image = ax.imshow(weights.numpy(), cmap="viridis", vmin=0.0, vmax=max(weights.max().item(), 1e-9))
+    vmax = max(weights.max().item(), 1e-9)
+    image = ax.imshow(weights.numpy(), cmap="viridis", vmin=0.0, vmax=vmax)
     ax.set_xlabel("key position" if key_labels is None else "key")
     ax.set_ylabel("query position" if query_labels is None else "query")
     if key_labels is not None:
