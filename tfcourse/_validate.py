@@ -25,7 +25,7 @@ def rank(x: object, name: str, ndim: int | tuple[int, ...], layout: str) -> torc
     if isinstance(ndim, tuple):
         ok, wanted = x.ndim >= ndim[0], f"at least {ndim[0]} dimensions"
     else:
-        ok, wanted = x.ndim == ndim, f"{ndim} dimensions"
+        ok, wanted = x.ndim == ndim, f"{ndim} dimension{'s' if ndim != 1 else ''}"
     if not ok:
         raise ValueError(
             f"{name}: expected {wanted} {layout}, got {x.ndim} with shape {tuple(x.shape)}"

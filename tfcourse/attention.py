@@ -65,7 +65,7 @@ def scaled_dot_product_attention(
     (Vaswani et al., 2017, Eq. 1; book: chapter 1, *Scaled dot-product attention*.) ``M`` is 0
     where ``mask`` allows and :math:`-\infty` where it blocks. A query whose keys are all blocked
     gets zero weights and a zero output, as PyTorch's fused kernel gives, rather than NaN.
-    The softmax runs in float32 even for half-precision inputs.
+    The softmax runs in at least float32, even for half-precision inputs.
     """
     q, k, v = _check_qkv(q, k, v)
     scores_shape = _scores_shape(q, k)
@@ -76,13 +76,13 @@ def scaled_dot_product_attention(
         raise ValueError(f"dropout_p: expected a probability in [0, 1), got {dropout_p}")
 
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (..., T, S): QK^T / sqrt(d_k)
-    scores = scores.float()
+    scores = scores.to(torch.promote_types(q.dtype, torch.float32))  # half -> float32
     if mask is None:
         pass
     elif mask.dtype == torch.bool:
         scores = scores.masked_fill(~mask, float("-inf"))  # + M, with M = -inf where blocked
     else:
-        scores = scores + mask.float()
+        scores = scores + mask.to(scores.dtype)
     weights = torch.softmax(scores, dim=-1)  # (..., T, S), each row sums to 1 over the keys
     if mask is not None:  # a query with every key blocked has a row of NaN weights: make it 0
         weights = weights.masked_fill(torch.isneginf(scores).all(dim=-1, keepdim=True), 0.0)

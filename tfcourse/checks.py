@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import torch
@@ -212,25 +213,73 @@ def expect_device_dtype(
 
 @contextlib.contextmanager
 def forbid(*targets: str, task: str = "this exercise") -> Iterator[None]:
-    """Within the block, calling any of ``targets`` (dotted paths such as
-    ``"torch.nn.functional.scaled_dot_product_attention"``) raises :class:`ContractError`.
+    """Within the block, calling any of ``targets`` raises :class:`ContractError`.
+
+    A target is a dotted path: a module attribute (``"torch.nn.functional.softmax"``) or an
+    attribute of a class (``"torch.Tensor.softmax"``, ``"tfcourse.MultiHeadAttention.forward"``).
+    Every alias that a loaded module holds is blocked as well, the notebook's own namespace
+    included (``from torch.nn.functional import softmax as sm``, ``tfcourse.causal_mask`` beside
+    ``tfcourse.masks.causal_mask``), and everything is restored on leaving the block.
 
     Graders use it so that a shortcut through a ready-made implementation earns no points.
     """
-    saved = []
+    patches: list[tuple[object, str, object]] = []
     try:
+        originals: dict[int, tuple[object, Callable[..., object]]] = {}  # keeps each id valid
         for target in targets:
-            module_name, attr = target.rsplit(".", 1)
-            owner = importlib.import_module(module_name)
-            saved.append((owner, attr, getattr(owner, attr)))
-
-            def blocked(*args: object, _target: str = target, **kwargs: object) -> None:
-                raise ContractError(
-                    f"{task} asks you to write this yourself; calling {_target} does not count"
-                )
-
-            setattr(owner, attr, blocked)
+            owner, attr = _resolve(target)
+            blocked = _blocker(target, task)
+            original = getattr(owner, attr)
+            originals[id(original)] = (original, blocked)
+            patches.append(_patch(owner, attr, blocked))
+        for module in list(sys.modules.values()):  # aliases: the same object under other names
+            namespace = getattr(module, "__dict__", None)
+            if not isinstance(namespace, dict):
+                continue
+            for name, value in list(namespace.items()):
+                if id(value) in originals and value is originals[id(value)][0]:
+                    patches.append(_patch(module, name, originals[id(value)][1]))
         yield
     finally:
-        for owner, attr, original in reversed(saved):
-            setattr(owner, attr, original)
+        for owner, attr, original in reversed(patches):
+            if original is _ABSENT:
+                delattr(owner, attr)
+            else:
+                setattr(owner, attr, original)
+
+
+_ABSENT = object()
+
+
+def _resolve(target: str) -> tuple[object, str]:
+    """``"pkg.module.Class.attr"`` -> (the object that holds ``attr``, ``"attr"``)."""
+    parts = target.split(".")
+    for split in range(len(parts) - 1, 0, -1):
+        try:
+            owner = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        for part in parts[split:-1]:
+            owner = getattr(owner, part)
+        if not hasattr(owner, parts[-1]):
+            raise AttributeError(f"forbid: {target} does not exist")
+        return owner, parts[-1]
+    raise ImportError(f"forbid: no module to import in {target!r}")
+
+
+def _patch(owner: object, attr: str, value: object) -> tuple[object, str, object]:
+    """Set ``owner.attr = value``; return what restores it (a class attribute that was only
+    inherited is deleted again rather than copied into the subclass)."""
+    own = vars(owner) if isinstance(owner, type) else getattr(owner, "__dict__", {})
+    saved = (owner, attr, own[attr] if attr in own else _ABSENT)
+    setattr(owner, attr, value)
+    return saved
+
+
+def _blocker(target: str, task: str) -> Callable[..., object]:
+    def blocked(*args: object, **kwargs: object) -> None:
+        raise ContractError(
+            f"{task} asks you to write this yourself; calling {target} does not count"
+        )
+
+    return blocked

@@ -56,13 +56,15 @@ def _resident_kib(field: str) -> int:
 
 
 def peak_memory_mib(fn: Callable[[], object], device: torch.device) -> float | None:
-    """Memory that ``fn()`` needs at its peak beyond what was in use before, in MiB.
+    """Memory that ``fn()`` needs at its peak beyond what was in use before, in MiB (measured on
+    a second call, after a warm-up call).
 
     On CUDA this is the allocator's exact peak. On a Linux CPU it is the rise of the process's
     resident-memory high-water mark (reset through ``/proc/self/clear_refs`` before the call),
     with glibc set to return freed blocks to the system so that reused memory is counted.
     Elsewhere it returns ``None``.
     """
+    fn()  # warm up: first calls also allocate one-off buffers (thread pools, kernel caches)
     if device.type == "cuda":
         _synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
