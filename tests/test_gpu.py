@@ -1,0 +1,53 @@
+"""On CUDA: attention in float16 and bfloat16 agrees with float32, and nothing leaves the device.
+
+Marked ``gpu``: skipped where no GPU is present (CI), run on a GPU machine with
+``pytest -m gpu``."""
+
+import pytest
+import torch
+from torch import nn
+
+import tfcourse as tc
+from tfcourse import checks
+from tfcourse.bench.attention import attention_cost
+
+pytestmark = pytest.mark.gpu
+CUDA = torch.device("cuda")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("mask_kind", ["none", "causal", "padding"])
+def test_half_precision_attention_matches_float32(dtype: torch.dtype, mask_kind: str) -> None:
+    gen = torch.Generator(device=CUDA).manual_seed(0)
+    q, k, v = torch.randn(3, 2, 4, 128, 64, device=CUDA, generator=gen).unbind()
+    mask = {"none": None, "causal": tc.causal_mask(128, device=CUDA),
+            "padding": tc.padding_mask(torch.tensor([128, 37], device=CUDA), 128)}[mask_kind]
+    reference, _ = tc.scaled_dot_product_attention(q, k, v, mask)
+    half = [t.to(dtype) for t in (q, k, v)]
+    explicit, weights = tc.scaled_dot_product_attention(*half, mask)
+    fused = tc.fused_scaled_dot_product_attention(*half, mask)
+    for name, out in (("explicit", explicit), ("fused", fused)):
+        checks.expect_device_dtype(out, "cuda", dtype, name)
+        checks.expect_close(out.float(), reference, name, rtol=2e-2, atol=2e-2)
+    checks.expect_rows_sum_to_one(weights, atol=2e-2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_multihead_on_cuda_matches_torch_in_float32(dtype: torch.dtype) -> None:
+    torch.manual_seed(0)
+    reference = nn.MultiheadAttention(64, 8, batch_first=True).to(CUDA).eval()
+    ours = tc.MultiHeadAttention(64, 8).to(CUDA).eval().load_from_torch(reference)
+    x = torch.randn(4, 50, 64, device=CUDA)
+    expected = reference(x, x, x, attn_mask=~tc.causal_mask(50, device=CUDA))[0]
+    with torch.autocast("cuda", dtype=dtype):
+        out = ours(x, is_causal=True)
+    checks.expect_device_dtype(out, "cuda", dtype)
+    checks.expect_close(out.float(), expected, rtol=3e-2, atol=3e-2)
+    checks.expect_finite_grads(lambda x: ours.to(dtype)(x, is_causal=True), x.to(dtype))
+
+
+def test_benchmark_measures_cuda_memory() -> None:
+    rows = attention_cost([1024, 2048], device=CUDA, repeats=2)
+    peak = {(r["length"], r["path"]): r["peak_mib"] for r in rows}
+    assert peak[(2048, "explicit")] >= 8 * 2048**2 * 4 / 2**20  # the (H, T, T) weights
+    assert peak[(2048, "fused")] < peak[(2048, "explicit")] / 4
