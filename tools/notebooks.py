@@ -41,8 +41,8 @@ def install_requirement() -> str:
 
 
 def setup_cell() -> nbformat.NotebookNode:
-    source = f'''# Setup. On Colab this installs the course package `tfcourse` (Colab's own torch is kept);
-# on Binder and in a local install it is already there and nothing happens.
+    source = f'''# Setup. On Colab this installs the course package `tfcourse`, keeping Colab's own
+# torch; on Binder and in a local install it is already there and nothing happens.
 import importlib.util
 import subprocess
 import sys
