@@ -15,7 +15,6 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: requirements/dev.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements/dev.txt
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
