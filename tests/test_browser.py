@@ -1,0 +1,188 @@
+"""The built site in a real browser: headless Chromium (Debian's package, driven by selenium),
+serving the site from a local HTTP server, as a reader opens it.
+
+Chromium and its driver come from `make browser` (tools/install-browser.sh); without them these
+tests fail, they do not skip.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import http.server
+import re
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import ARTIFACTS, exercise_pages, expected_launch_urls, lesson_pages, toc_pages
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+SCREENSHOTS = ARTIFACTS / "screenshots"
+RAW_TEX = re.compile(r"\$\$|\\\(|\\\[|\\(frac|sqrt|operatorname|mathbb|begin|left|right)\b")
+PAGES = [toc_pages()[0], *lesson_pages(), *exercise_pages()]
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base's name
+        pass
+
+
+@pytest.fixture(scope="module")
+def site(book_html: Path) -> Iterator[str]:
+    """The built book served on 127.0.0.1 by a thread of this process; yields its base URL."""
+    handler = functools.partial(_QuietHandler, directory=str(book_html))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrome]:
+    assert Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file(), (
+        "Chromium is missing: run `make browser` (tools/install-browser.sh)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--disable-background-networking", "--disable-component-update",
+                     "--disable-sync", "--no-first-run", "--window-size=1280,1000",
+                     f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def open_page(driver: webdriver.Chrome, site: str, page: str, query: str = "") -> None:
+    driver.get_log("browser")  # drop what earlier pages logged
+    driver.get(urllib.parse.urljoin(site, f"{page}.html{query}"))
+    WebDriverWait(driver, 30).until(
+        lambda d: d.execute_script("return document.readyState") == "complete")
+
+
+def wait_for_mathjax(driver: webdriver.Chrome) -> None:
+    """Wait until MathJax has loaded and typeset the page (its startup promise resolves)."""
+    WebDriverWait(driver, 30).until(lambda d: d.execute_script(
+        "return !!(window.MathJax && MathJax.startup && MathJax.startup.promise)"))
+    driver.set_script_timeout(60)
+    error = driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "MathJax.startup.promise.then(() => done(null), e => done(String(e)));")
+    assert error is None, f"MathJax failed: {error}"
+
+
+def visible_prose(driver: webdriver.Chrome) -> str:
+    """The rendered text of the article, without code (code may hold TeX legitimately, as in a
+    matplotlib label) and without what MathJax produced."""
+    return driver.execute_script("""
+        const article = document.querySelector('article.bd-article').cloneNode(true);
+        article.querySelectorAll('pre, code, script, style, mjx-container, .cell_input')
+               .forEach(e => e.remove());
+        return article.textContent;""")
+
+
+def save_screenshot(driver: webdriver.Chrome, page: str) -> Path:
+    """A full-page screenshot, in tests/artifacts/screenshots/<page>.png."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    width, height = driver.execute_script(
+        "return [document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png", "captureBeyondViewport": True,
+        "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}})
+    path = SCREENSHOTS / f"{page.replace('/', '-')}.png"
+    path.write_bytes(base64.b64decode(shot["data"]))
+    return path
+
+
+def script_errors(driver: webdriver.Chrome, site: str) -> list[str]:
+    """SEVERE console entries, but two kinds of failed requests that are not errors of the site:
+    to another host (the site is read offline here; it ships all it needs, MathJax included) and
+    the browser's own probe for /favicon.ico, which no page asks for."""
+    host = urllib.parse.urlparse(site).netloc
+    errors = []
+    for entry in driver.get_log("browser"):
+        if entry["level"] != "SEVERE":
+            continue
+        message = entry["message"]
+        url = urllib.parse.urlparse(message.split(" ", 1)[0])
+        if "Failed to load resource" in message or "net::ERR_" in message:
+            if url.scheme in ("http", "https") and url.netloc != host:
+                continue
+            if url.netloc == host and url.path == "/favicon.ico":
+                continue
+        errors.append(message)
+    return errors
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_maths_figures_and_links(browser: webdriver.Chrome, site: str,
+                                              page: str) -> None:
+    open_page(browser, site, page)
+    try:
+        check_page(browser, site, page)
+    finally:
+        save_screenshot(browser, page)  # also, and above all, of a page that fails
+    errors = script_errors(browser, site)
+    assert not errors, f"{page}: errors in the browser console: {errors}"
+
+
+def check_page(browser: webdriver.Chrome, site: str, page: str) -> None:
+    # Every equation of the page is typeset, none is left as TeX or marked as a TeX error.
+    maths = browser.find_elements(By.CSS_SELECTOR, "article .math")
+    assert maths, f"{page}: no equation on the page"
+    wait_for_mathjax(browser)
+    untypeset = [m.get_attribute("outerHTML")[:200] for m in maths
+                 if not m.find_elements(By.CSS_SELECTOR, "mjx-container")]
+    assert not untypeset, f"{page}: equations not typeset by MathJax: {untypeset}"
+    assert not browser.find_elements(By.CSS_SELECTOR, "mjx-merror"), f"{page}: TeX error"
+    raw = RAW_TEX.findall(visible_prose(browser))
+    assert not raw, f"{page}: raw TeX in the text: {raw}"
+
+    # Every image has loaded (a broken image has naturalWidth 0).
+    WebDriverWait(browser, 30).until(lambda d: d.execute_script(
+        "return [...document.images].every(i => i.complete)"))
+    broken = browser.execute_script(
+        "return [...document.images].filter(i => i.naturalWidth === 0).map(i => i.src)")
+    assert not broken, f"{page}: images that did not load: {broken}"
+    if page in lesson_pages():
+        figures = browser.execute_script(
+            "return [...document.querySelectorAll('.cell_output img')].map(i => i.naturalWidth)")
+        assert figures and all(width > 0 for width in figures), f"{page}: no figure shown"
+
+    # Notebook pages: the launch menu leads to this notebook in the configured repository.
+    if page != toc_pages()[0]:
+        links = browser.execute_script(
+            "return [...document.querySelectorAll('.dropdown-launch-buttons a')].map(a => a.href)")
+        for service, url in expected_launch_urls(page).items():
+            assert url in links, f"{page}: {service} launch link {url} missing from {links}"
+        browser.find_element(By.CSS_SELECTOR, ".dropdown-launch-buttons button").click()
+        WebDriverWait(browser, 10).until(lambda d: d.find_element(
+            By.CSS_SELECTOR, ".dropdown-launch-buttons .dropdown-menu").is_displayed())
+
+
+def test_search_finds_the_lessons(browser: webdriver.Chrome, site: str) -> None:
+    for page in lesson_pages():
+        open_page(browser, site, page)
+        title = browser.find_element(By.CSS_SELECTOR, "article h1").text.strip("#¶ \n")
+        open_page(browser, site, "search", f"?q={urllib.parse.quote(title)}")
+        WebDriverWait(browser, 30).until(lambda d: d.find_elements(
+            By.CSS_SELECTOR, "#search-results ul.search li a"))
+        hits = [a.get_attribute("href") for a in
+                browser.find_elements(By.CSS_SELECTOR, "#search-results ul.search li a")]
+        assert any(f"{page}.html" in hit for hit in hits), f"searching {title!r}: {hits}"
+        errors = script_errors(browser, site)
+        assert not errors, f"search page: errors in the browser console: {errors}"
