@@ -25,6 +25,7 @@
 
 # %%
 import math
+import textwrap
 
 import matplotlib.pyplot as plt
 import torch
@@ -130,7 +131,7 @@ gradients = {name: [first_input_gradient(layer, T) for T in GRAD_LENGTHS]
 W_hh = rnn.weight_hh_l0.detach().cpu()  # (HIDDEN, HIDDEN)
 sigma_max = torch.linalg.matrix_norm(W_hh, ord=2).item()
 rho = torch.linalg.eigvals(W_hh).abs().max().item()
-print(f"the RNN's W_hh at initialisation: largest singular value "
+print(f"the RNN's W_hh at initialisation:\n  largest singular value "
       f"{sigma_max:.3f}, spectral radius {rho:.3f}\n")
 print(f"{'':>32} {'gradient at T=256':>18} {'factor per step':>16}")
 for name, g in gradients.items():
@@ -280,13 +281,14 @@ def smooth(values, width=10):  # running mean over the last `width` values
 RECALL_LENGTHS = [8, 32]
 tc.pin_threads(1)  # models this small train fastest on one CPU thread
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+report = ["accuracy over the last 20 steps:"]
 for ax, length in zip(axes, RECALL_LENGTHS, strict=True):
     for model_class in (GRURecall, AttentionRecall):
         name = "GRU" if model_class is GRURecall else "attention"
         model, accuracy = train_recall(model_class, length)
         ax.plot(smooth(accuracy), label=name)
-        print(f"T={length:>3} {name:>9}: accuracy over the last 20 steps "
-              f"{sum(accuracy[-20:]) / 20:.2f}")
+        final = sum(accuracy[-20:]) / 20
+        report.append(f"  T={length:>3} {name:>9}: {final:.2f}")
     ax.axhline(1 / VOCAB, color="grey", linestyle=":", label="chance")
     ax.set_title(f"Recall the first of T = {length} tokens")
     ax.set_xlabel("training step")
@@ -297,14 +299,15 @@ axes[0].set_ylabel("accuracy (10-step average)")
 fig.tight_layout()
 plt.show()
 tc.pin_threads()  # back to every core for the larger computations ahead
+print("\n".join(report))
 
 # `model` is now the attention model trained at T = 32: where does it look?
 tokens = torch.randint(VOCAB, (BATCH, 32), device=device)
 h = model.embed(tokens) + model.position  # (B, T, C)
 weights = model.attention.attention_weights(h[:, -1:], h)  # (B, H=1, 1, S)
 print(f"after training, the last position puts on average "
-      f"{weights[:, 0, 0, 0].mean():.2f} of its attention on position 0 "
-      f"(uniform would be {1 / 32:.3f})")
+      f"{weights[:, 0, 0, 0].mean():.2f} of its attention\non position 0 "
+      f"(uniform weights would put {1 / 32:.3f})")
 
 # %% [markdown]
 # Within this budget both models solve the task at $T = 8$, the attention model sooner. At
@@ -435,8 +438,9 @@ tc_out, tc_weights = tc.scaled_dot_product_attention(Q, K, V)
 checks.expect_close(tc_out, out, name="tfcourse output")
 checks.expect_close(tc_weights, A, name="tfcourse weights")
 checks.expect_rows_sum_to_one(tc_weights)
-print("Eq. (3.1) by hand equals tc.scaled_dot_product_attention; row sums:",
-      [round(x, 5) for x in tc_weights.sum(-1).tolist()])
+print("Eq. (3.1) by hand equals tc.scaled_dot_product_attention")
+row_sums = tc_weights.sum(-1).tolist()
+print("row sums of the weights:", [round(x, 5) for x in row_sums])
 
 # %% [markdown]
 # The contract checks of `tfcourse.checks` say what is wrong when something is. A classic mistake
@@ -447,11 +451,11 @@ square_scores = torch.randn(5, 5)
 try:
     checks.expect_rows_sum_to_one(torch.softmax(square_scores, dim=-2))
 except checks.ContractError as error:
-    print("ContractError:", error)
+    print(textwrap.fill(f"ContractError: {error}", 78))
 
 # %% [markdown]
-# **Exercise 3** asks you to write scaled dot-product attention, with masks; its self-checks are
-# these checks.
+# **Exercise 3** asks you to write scaled dot-product attention, with masks; its self-checks use
+# these same checks.
 #
 # ### Why divide by $\sqrt{d_k}$?
 #
@@ -635,7 +639,7 @@ print("with the causal mask: causal")
 try:
     checks.expect_causal(unmasked_self_attention, x, dim=1)
 except checks.ContractError as error:
-    print("without it: ContractError:", error)
+    print(textwrap.fill(f"without it: ContractError: {error}", 78))
 
 # %% [markdown]
 # **Exercise 2** asks you to build the causal mask.
@@ -826,7 +830,8 @@ if e["peak_mib"] and f["peak_mib"]:
 # This is why `tc.MultiHeadAttention` uses the fused path by default (`fused=True`) and computes
 # the explicit weights only when they are asked for (`attention_weights`, for plots). The same
 # benchmark times it against `nn.MultiheadAttention` with the same weights on the same input,
-# alternating the two so that both see the same machine load:
+# alternating the two so that both see the same machine load. The point of the comparison: a
+# module written to be read, line by line against Eq. (5.1), need not be slower than PyTorch's own.
 
 # %%
 rows = mha_comparison(512, batch=2, d_model=256, heads=8, device=device,
@@ -863,8 +868,8 @@ for name, mask in masks.items():
         return tc.scaled_dot_product_attention(q, k, v, mask)[0]
 
     checks.expect_finite_grads(explicit_output, q, k, v, name=name)
-    print(f"{name:>8}: explicit and fused paths equal "
-          "F.scaled_dot_product_attention; gradients finite")
+    print(f"{name:>8}: explicit = fused = F.scaled_dot_product_attention; "
+          "gradients finite")
 
 # %% [markdown]
 # Then the whole layer. `load_from_torch` copies the weights of an `nn.MultiheadAttention` into a
