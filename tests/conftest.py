@@ -2,11 +2,13 @@
 per session (fixtures ``book_build`` and ``book_html``)."""
 
 import fnmatch
+import importlib.util
 import os
 import re
 import shutil
 import subprocess
 import sys
+import types
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,3 +156,12 @@ def expected_launch_urls(page: str) -> dict[str, str]:
         "Binder": f"{binder}/v2/gh/{org}/{name}/{branch}?urlpath={ui}/{path}",
         "Colab": f"{colab}/github/{org}/{name}/blob/{branch}/{path}",
     }
+
+
+def notebook_tool() -> types.ModuleType:
+    """tools/notebooks.py, which derives each notebook's setup cell from _config.yml."""
+    spec = importlib.util.spec_from_file_location("course_notebook_tool",
+                                                  ROOT / "tools" / "notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
