@@ -10,7 +10,8 @@
 #
 # This chapter takes that line apart and puts it back together, measuring each claim as it goes:
 #
-# 1. why recurrent networks struggle with long sequences, the problem attention was brought in to solve;
+# 1. why recurrent networks struggle with long sequences, the problem attention was brought in
+#    to solve;
 # 2. dot products as similarity scores, and the softmax that turns scores into weights;
 # 3. scaled dot-product attention, and why the scores are divided by $\sqrt{d_k}$;
 # 4. masks: padding and causality;
@@ -81,11 +82,14 @@ print(f"torch {torch.__version__}, tfcourse {tc.__version__}, "
 # **The steps cannot run in parallel.** $h_t$ needs $h_{t-1}$, so a sequence of length $T$ takes
 # $T$ steps one after the other, however many processors there are.
 #
-# Attention replaces the chain by a direct connection: the output at position $T$ is a weighted
-# average over *all* positions, so the path from $x_1$ to the output at $T$ has length one whatever
-# $T$ is. Vaswani et al. (2017, Table 1) sum this up as $O(n)$ sequential operations and a maximum
-# path length of $O(n)$ for a recurrent layer, against $O(1)$ and $O(1)$ for self-attention.
-# Let us measure both claims rather than take them on trust.
+# Attention first appeared as an addition to recurrent translation models (Bahdanau et al., 2015):
+# instead of squeezing the source sentence into one final state, the decoder could look back at
+# every encoder state. The Transformer (Vaswani et al., 2017) then dropped the recurrence
+# altogether. Attention replaces the chain by a direct connection: the output at position $T$ is a
+# weighted average over *all* positions, so the path from $x_1$ to the output at $T$ has length one
+# whatever $T$ is. Vaswani et al. (2017, Table 1) sum this up as $O(n)$ sequential operations and a
+# maximum path length of $O(n)$ for a recurrent layer, against $O(1)$ and $O(1)$ for
+# self-attention. Let us measure both claims rather than take them on trust.
 #
 # ### 1a. The gradient from the first input, against sequence length
 #
@@ -167,8 +171,9 @@ plt.show()
 # Next, the time to process one sequence of length $T$ with a 64-wide `nn.RNN`, a 64-wide `nn.GRU`
 # and one call of attention over 64-wide queries, keys and values
 # (`tc.fused_scaled_dot_product_attention`, which section 6 explains).
-# `tfcourse.bench.measure.median_seconds` reports the median of several runs, so an occasional
-# slow run on a shared machine does not distort the figure.
+# Each figure is the fastest of seven runs (each timed by `tfcourse.bench.measure.median_seconds`,
+# which waits for the GPU to finish where there is one): other programs on a shared machine can
+# only add time to a run, so the fastest run is the best estimate of the cost itself.
 
 # %%
 TIME_LENGTHS = [16, 64, 256, 1024, 4096]
@@ -184,7 +189,10 @@ with torch.no_grad():
                 "attention (one call)":
                     lambda q=q: tc.fused_scaled_dot_product_attention(q, q, q)}
         for name, run in runs.items():
-            timings[name].append(median_seconds(run, device, repeats=7))
+            run()  # warm-up
+            seconds = [median_seconds(run, device, repeats=1, warmup=0)
+                       for _ in range(7)]
+            timings[name].append(min(seconds))
 
 print("        sequential steps         time (ms)")
 header = ["T", "RNN", "attention", "RNN", "GRU", "attention"]
@@ -331,7 +339,8 @@ print(f"after training, the last position puts on average "
 # It is large when the vectors point the same way, zero when they are orthogonal, negative when they
 # point apart, and it grows with their lengths. For many queries and keys at once, all the dot
 # products are one matrix product: with queries as the rows of $Q \in \mathbb{R}^{T\times d}$ and
-# keys as the rows of $K \in \mathbb{R}^{S\times d}$, the scores are $QK^\top \in \mathbb{R}^{T\times S}$.
+# keys as the rows of $K \in \mathbb{R}^{S\times d}$, the scores are
+# $QK^\top \in \mathbb{R}^{T\times S}$.
 
 # %%
 query = torch.tensor([1.0, 1.0])
@@ -479,7 +488,8 @@ except checks.ContractError as error:
 # J = \operatorname{diag}(a) - a a^\top , \tag{3.3}
 # $$
 #
-# vanishes when $a$ is one-hot: every entry then has a factor $a_i$ or $1 - a_j$ that is 0. The
+# vanishes when $a$ is one-hot: if $a = e_m$, every row $i \ne m$ is zero because $a_i = 0$, and
+# row $m$ is $\delta_{mj} - a_j = 0$ for every $j$. The
 # next cell measures Eq. (3.2), and the effects of saturation for $S = 32$ keys and growing $d_k$:
 # the largest weight of each row, the entropy of each row (at most $\ln S \approx 3.47$ nats, for
 # uniform weights) and the Frobenius norm of $J$, which `softmax_jacobian` computes from Eq. (3.3)
@@ -932,6 +942,8 @@ print("tc.MultiHeadAttention loaded from nn.MultiheadAttention computes the "
 #
 # ## References
 #
+# * Bahdanau, D., Cho, K., Bengio, Y. (2015). Neural machine translation by jointly learning to
+#   align and translate. *ICLR*.
 # * Bengio, Y., Simard, P., Frasconi, P. (1994). Learning long-term dependencies with gradient
 #   descent is difficult. *IEEE Transactions on Neural Networks* 5(2), 157–166.
 # * Cho, K. et al. (2014). Learning phrase representations using RNN encoder-decoder for
