@@ -19,8 +19,8 @@
 # 6. what attention costs in time and memory as the sequence grows;
 # 7. checks that the course's code computes exactly what PyTorch's own modules compute.
 #
-# The code comes from `tfcourse`, the course's PyTorch package; every function used here has a
-# docstring that points back to this page. The letters for tensor dimensions (`B`, `T`, `S`, `C`,
+# The code comes from `tfcourse`, the course's PyTorch package, whose docstrings cite the same
+# equations and papers as this page. The letters for tensor dimensions (`B`, `T`, `S`, `C`,
 # `H`, `D`) are listed on the [notation page](../appendices/notation.md). The
 # [exercise notebook](exercises.ipynb) of this chapter asks you to write the main pieces yourself.
 
@@ -58,8 +58,9 @@ print(f"torch {torch.__version__}, tfcourse {tc.__version__}, "
 #
 # Two things follow from the form of Eq. (1.1).
 #
-# **The gradient has to travel through every step.** How much the last state $h_T$ can learn from the
-# first input $x_1$ is set by the chain rule, a product of $T-1$ Jacobians:
+# **The gradient has to travel through every step.** How strongly the last state $h_T$ responds to
+# the first input $x_1$, and so how much a loss at the end can teach the network about the start,
+# is given by the chain rule, a product of $T-1$ Jacobians:
 #
 # $$
 # \frac{\partial h_T}{\partial x_1}
@@ -75,9 +76,10 @@ print(f"torch {torch.__version__}, tfcourse {tc.__version__}, "
 # *spectral radius* $\rho(W_{hh})$, the largest $|\lambda|$ over the eigenvalues: the norm of a
 # product of $n$ copies of one matrix behaves like $\rho^n$ as $n$ grows. With $\rho < 1$ the
 # gradient *vanishes*, and the network cannot learn that an early input matters for a late output
-# (Bengio et al., 1994); with factors larger than one it can *explode* instead. Gated cells (the LSTM of Hochreiter and Schmidhuber, 1997, and the GRU of Cho et al.,
-# 2014) add paths on which the state is copied rather than squashed, which helps a great deal, but
-# the signal still has to cross every step in between.
+# (Bengio et al., 1994); with factors larger than one it can *explode* instead. Gated cells (the
+# LSTM of Hochreiter and Schmidhuber, 1997, and the GRU of Cho et al., 2014) add paths on which
+# the state is copied rather than squashed, which helps a great deal, but the signal still has to
+# cross every step in between.
 #
 # **The steps cannot run in parallel.** $h_t$ needs $h_{t-1}$, so a sequence of length $T$ takes
 # $T$ steps one after the other, however many processors there are.
@@ -95,7 +97,7 @@ print(f"torch {torch.__version__}, tfcourse {tc.__version__}, "
 #
 # `first_input_gradient` feeds random sequences to a layer, takes the output at the last position,
 # projects it on a random unit direction $u$ and back-propagates: `x.grad[:, 0]` is then
-# $u^\top \partial h_T / \partial x_1$, one row of the Jacobian of Eq. (1.2). We compare `nn.RNN`,
+# $u^\top \partial h_T / \partial x_1$, the Jacobian of Eq. (1.2) seen along the direction $u$. We compare `nn.RNN`,
 # `nn.GRU` and one causal self-attention layer, all freshly initialised and 64 units wide. The
 # computation runs in float64, because the RNN's gradients soon fall below the smallest float32
 # number (about $10^{-45}$) and would read as exactly zero.
