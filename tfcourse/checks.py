@@ -225,9 +225,9 @@ def forbid(*targets: str, task: str = "this exercise") -> Iterator[None]:
     """
     patches: list[tuple[object, str, object]] = []
     try:
+        resolved = [(target, *_resolve(target)) for target in targets]  # before any patching
         originals: dict[int, tuple[object, Callable[..., object]]] = {}  # keeps each id valid
-        for target in targets:
-            owner, attr = _resolve(target)
+        for target, owner, attr in resolved:
             blocked = _blocker(target, task)
             original = getattr(owner, attr)
             originals[id(original)] = (original, blocked)
