@@ -869,6 +869,7 @@ q, k, v = torch.randn(3, B, H, T, D, device=device)
 lengths = torch.tensor([10, 6], device=device)
 masks = {"no mask": None, "causal": tc.causal_mask(T, device=device),
          "padding": tc.padding_mask(lengths, T)}
+report = []
 for name, mask in masks.items():
     reference = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     explicit, _ = tc.scaled_dot_product_attention(q, k, v, mask)
@@ -880,8 +881,9 @@ for name, mask in masks.items():
         return tc.scaled_dot_product_attention(q, k, v, mask)[0]
 
     checks.expect_finite_grads(explicit_output, q, k, v, name=name)
-    print(f"{name:>8}: explicit = fused = F.scaled_dot_product_attention; "
-          "gradients finite")
+    report.append(f"{name:>8}: explicit = fused = "
+                  "F.scaled_dot_product_attention; gradients finite")
+print("\n".join(report))
 
 # %% [markdown]
 # Then the whole layer. `load_from_torch` copies the weights of an `nn.MultiheadAttention` into a
