@@ -17,7 +17,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ARTIFACTS, exercise_pages, expected_launch_urls, lesson_pages, toc_pages
+from conftest import (
+    ARTIFACTS,
+    exercise_pages,
+    expected_launch_urls,
+    lesson_pages,
+    notebook_pages,
+    toc_pages,
+)
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -29,7 +36,8 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 SCREENSHOTS = ARTIFACTS / "screenshots"
 RAW_TEX = re.compile(r"\$\$|\\\(|\\\[|\\(frac|sqrt|operatorname|mathbb|begin|left|right)\b")
-PAGES = [toc_pages()[0], *lesson_pages(), *exercise_pages()]
+# The preface, every lesson and exercise page, and the notation appendix (tables of maths).
+PAGES = [toc_pages()[0], *lesson_pages(), *exercise_pages(), "chapters/appendices/notation"]
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -96,13 +104,18 @@ def visible_prose(driver: webdriver.Chrome) -> str:
 
 
 def save_screenshot(driver: webdriver.Chrome, page: str) -> Path:
-    """A full-page screenshot, in tests/artifacts/screenshots/<page>.png."""
+    """A full-page screenshot, in tests/artifacts/screenshots/<page>.png: the viewport is grown
+    to the whole page for the capture (capturing beyond a small viewport misplaces the theme's
+    sticky sidebar), then restored."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     width, height = driver.execute_script(
         "return [document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
-    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
-        "format": "png", "captureBeyondViewport": True,
-        "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}})
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": width, "height": min(height, 30000), "deviceScaleFactor": 1, "mobile": False})
+    try:
+        shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
     path = SCREENSHOTS / f"{page.replace('/', '-')}.png"
     path.write_bytes(base64.b64decode(shot["data"]))
     return path
@@ -148,7 +161,14 @@ def check_page(browser: webdriver.Chrome, site: str, page: str) -> None:
     untypeset = [m.get_attribute("outerHTML")[:200] for m in maths
                  if not m.find_elements(By.CSS_SELECTOR, "mjx-container")]
     assert not untypeset, f"{page}: equations not typeset by MathJax: {untypeset}"
-    assert not browser.find_elements(By.CSS_SELECTOR, "mjx-merror"), f"{page}: TeX error"
+    tex_errors = browser.execute_script("""
+        const errors = [];
+        for (const item of MathJax.startup.document.math) {
+            const error = item.typesetRoot && item.typesetRoot.querySelector('mjx-merror');
+            if (error) errors.push(error.getAttribute('data-mjx-error') + ' in: ' + item.math);
+        }
+        return errors;""")
+    assert not tex_errors, f"{page}: MathJax could not typeset: {tex_errors}"
     raw = RAW_TEX.findall(visible_prose(browser))
     assert not raw, f"{page}: raw TeX in the text: {raw}"
 
@@ -164,7 +184,7 @@ def check_page(browser: webdriver.Chrome, site: str, page: str) -> None:
         assert figures and all(width > 0 for width in figures), f"{page}: no figure shown"
 
     # Notebook pages: the launch menu leads to this notebook in the configured repository.
-    if page != toc_pages()[0]:
+    if page in notebook_pages():
         links = browser.execute_script(
             "return [...document.querySelectorAll('.dropdown-launch-buttons a')].map(a => a.href)")
         for service, url in expected_launch_urls(page).items():
