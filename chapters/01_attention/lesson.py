@@ -101,8 +101,13 @@ print(f"torch {torch.__version__}, tfcourse {tc.__version__}, "
 # `nn.GRU` and one causal self-attention layer, all freshly initialised and 64 units wide. The
 # computation runs in float64, because the RNN's gradients soon fall below the smallest float32
 # number (about $10^{-45}$) and would read as exactly zero.
+#
+# All of section 1 works on small tensors, so it runs on one CPU thread (this changes nothing on a
+# GPU). Operations this small gain nothing from being split across cores, and keeping several
+# threads in step costs more than it saves, all the more on a machine shared with other programs.
 
 # %%
+tc.pin_threads(1)  # section 1: small tensors, one CPU thread
 FEATURES, HIDDEN, SAMPLES = 16, 64, 16
 GRAD_LENGTHS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 
@@ -210,7 +215,8 @@ for (name, t), marker in zip(timings.items(), "osd", strict=True):
 ax.set_xscale("log", base=2)
 ax.set_xlabel("sequence length T")
 ax.set_ylabel("time per sequence (ms)")
-ax.set_title(f"One sequence through one layer, on {device.type.upper()}")
+where = "one CPU thread" if device.type == "cpu" else "GPU"
+ax.set_title(f"One sequence through one layer, on {where}")
 ax.grid(True)
 ax.legend()
 plt.show()
@@ -219,10 +225,11 @@ plt.show()
 # The recurrent layers' time grows in proportion to $T$: each of the $T$ steps is a small
 # matrix-vector product that has to wait for the one before, so most of the hardware sits idle.
 # Attention does more arithmetic, about $4T^2d$ floating-point operations for two $T \times T$
-# matrix products, but in one call that the hardware can spread over all its cores at once. At
-# short and medium lengths that makes it much faster; on a CPU with few cores the $T^2$ arithmetic
-# catches up by a few thousand positions, while a GPU, with thousands of parallel lanes, pushes that
-# point much further out. The quadratic cost is real, and section 6 measures it; it is also what
+# matrix products, but as a few large operations with no step waiting on another, which hardware
+# runs at full speed: the vector units of a CPU core, all the cores of a CPU, the thousands of
+# parallel lanes of a GPU. At short and medium lengths that makes it much faster. On one CPU thread
+# the $T^2$ arithmetic catches up by a few thousand positions; a GPU pushes that point much further
+# out. The quadratic cost is real, and section 6 measures it; it is also what
 # later chapters (Hyena, Mamba) set out to remove.
 #
 # ### 1c. A small training run: recall the first token
@@ -232,9 +239,7 @@ plt.show()
 # The GRU model reads the sequence and classifies its last state; the attention model lets the last
 # position attend to all positions (token embeddings plus learned position embeddings) and
 # classifies the result. Both are trained with Adam for 250 steps on fresh random batches, so the
-# training accuracy is also accuracy on unseen data. Chance is $1/8$. (The models are so small that
-# on a CPU they train faster on one thread than on several: each operation is too short to be
-# worth splitting, and keeping threads in step costs more than it saves.)
+# training accuracy is also accuracy on unseen data. Chance is $1/8$.
 
 # %%
 VOCAB, WIDTH, STEPS, BATCH = 8, 64, 250, 64
@@ -289,7 +294,6 @@ def smooth(values, width=10):  # running mean over the last `width` values
 
 
 RECALL_LENGTHS = [8, 32]
-tc.pin_threads(1)  # models this small train fastest on one CPU thread
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
 report = ["accuracy over the last 20 steps:"]
 for ax, length in zip(axes, RECALL_LENGTHS, strict=True):
@@ -308,7 +312,7 @@ for ax, length in zip(axes, RECALL_LENGTHS, strict=True):
 axes[0].set_ylabel("accuracy (10-step average)")
 fig.tight_layout()
 plt.show()
-tc.pin_threads()  # back to every core for the larger computations ahead
+tc.pin_threads()  # end of section 1: every core for the larger computations
 print("\n".join(report))
 
 # `model` is now the attention model trained at T = 32: where does it look?
