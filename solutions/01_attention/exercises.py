@@ -82,10 +82,13 @@ def softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
 
 # %% nbgrader={"grade": true, "grade_id": "softmax_test", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 # Self-check for Exercise 1 (1 point).
+import warnings
+
 import torch
 
 from tfcourse import checks
 
+warnings.simplefilter("ignore")  # a warning on stderr would cost this cell its points
 torch.manual_seed(0)
 x = torch.randn(4, 6)
 with checks.forbid("torch.softmax", "torch.nn.functional.softmax", "torch.Tensor.softmax",
@@ -121,10 +124,13 @@ import torch
 
 assert softmax(torch.zeros(3)).shape == (3,)
 ### BEGIN HIDDEN TESTS
+import warnings
+
 import torch
 
 from tfcourse import checks
 
+warnings.simplefilter("ignore")  # a warning on stderr would cost this cell its points
 gen = torch.Generator().manual_seed(11)
 cases = [  # (input, dim): other shapes and axes, large values, every floating dtype
     (torch.randn(2, 3, 5, generator=gen), -1),
@@ -206,10 +212,13 @@ def causal_mask(T: int, device: torch.device | str | None = None) -> torch.Tenso
 
 # %% nbgrader={"grade": true, "grade_id": "causal_mask_test", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 # Self-check for Exercise 2 (1 point).
+import warnings
+
 import torch
 
 from tfcourse import checks
 
+warnings.simplefilter("ignore")  # a warning on stderr would cost this cell its points
 with checks.forbid("tfcourse.masks.causal_mask", task="Exercise 2"):
     got = causal_mask(4)
 checks.expect_shape(got, (4, 4), "causal_mask(4)")
@@ -235,10 +244,13 @@ assert bool(got[3].all()) and not bool(got[0, 1:].any())
 # checks that causal_mask runs.
 assert causal_mask(2).shape == (2, 2)
 ### BEGIN HIDDEN TESTS
+import warnings
+
 import torch
 
 from tfcourse import checks
 
+warnings.simplefilter("ignore")  # a warning on stderr would cost this cell its points
 sizes = (1, 2, 7, 33)
 with checks.forbid("tfcourse.masks.causal_mask", task="Exercise 2"):
     results = [causal_mask(T) for T in sizes]
@@ -317,10 +329,13 @@ def scaled_dot_product_attention(
 
 # %% nbgrader={"grade": true, "grade_id": "attention_test", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
 # Self-check for Exercise 3 (2 points).
+import warnings
+
 import torch
 
 from tfcourse import checks
 
+warnings.simplefilter("ignore")  # a warning on stderr would cost this cell its points
 torch.manual_seed(0)
 B, T, S, D = 2, 3, 4, 8
 q, k, v = torch.randn(B, T, D), torch.randn(B, S, D), torch.randn(B, S, D)
@@ -367,11 +382,14 @@ import torch
 
 assert len(scaled_dot_product_attention(*torch.ones(3, 1, 2, 4))) == 2
 ### BEGIN HIDDEN TESTS
+import warnings
+
 import torch
 
 from tfcourse import attention as reference
 from tfcourse import checks
 
+warnings.simplefilter("ignore")  # a warning on stderr would cost this cell its points
 gen = torch.Generator().manual_seed(33)
 
 
@@ -469,10 +487,13 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
 
 # %% nbgrader={"grade": true, "grade_id": "heads_test", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 # Self-check for Exercise 4 (1 point).
+import warnings
+
 import torch
 
 from tfcourse import checks
 
+warnings.simplefilter("ignore")  # a warning on stderr would cost this cell its points
 B, T, C, H = 2, 3, 8, 2
 D = C // H
 x = torch.arange(B * T * C, dtype=torch.float32).reshape(B, T, C)
@@ -510,10 +531,13 @@ import torch
 
 assert merge_heads(split_heads(torch.zeros(1, 2, 4), 2)).shape == (1, 2, 4)
 ### BEGIN HIDDEN TESTS
+import warnings
+
 import torch
 
 from tfcourse import checks
 
+warnings.simplefilter("ignore")  # a warning on stderr would cost this cell its points
 gen = torch.Generator().manual_seed(44)
 cases = [(3, 5, 12, 3), (2, 7, 6, 1), (2, 4, 6, 6), (1, 1, 4, 2)]  # (B, T, C, H)
 with checks.forbid("tfcourse.attention.split_heads", "tfcourse.attention.merge_heads",
@@ -599,12 +623,15 @@ class MultiHeadAttention(nn.Module):
 
 # %% nbgrader={"grade": true, "grade_id": "mha_test", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
 # Self-check for Exercise 5 (2 points).
+import warnings
+
 import torch
 from torch import nn
 
 from tfcourse import attention as reference
 from tfcourse import checks
 
+warnings.simplefilter("ignore")  # a warning on stderr would cost this cell its points
 torch.manual_seed(0)
 B, T, C, H = 2, 5, 8, 2
 x = torch.randn(B, T, C)
@@ -657,11 +684,14 @@ import torch
 
 assert MultiHeadAttention(4, 2)(torch.zeros(1, 3, 4)).shape == (1, 3, 4)
 ### BEGIN HIDDEN TESTS
+import warnings
+
 import torch
 
 from tfcourse import attention as reference
 from tfcourse import checks
 
+warnings.simplefilter("ignore")  # a warning on stderr would cost this cell its points
 torch.manual_seed(55)
 forbidden = (
     "torch.nn.functional.scaled_dot_product_attention",

@@ -57,7 +57,8 @@ def softmax(x, dim=-1):
     "causal_mask": '''
 def causal_mask(T, device=None):
     i = torch.arange(T, device=device)
-    return i[:, None] >= i[None, :]
+    # torch.tensor(a tensor) works but warns (UserWarning on stderr): no points may be lost
+    return torch.tensor(i[:, None] >= i[None, :])
 ''',
     "attention": '''
 def scaled_dot_product_attention(q, k, v, mask=None):
