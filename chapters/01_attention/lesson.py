@@ -514,13 +514,13 @@ checks.expect_close(softmax_jacobian(torch.softmax(s, -1)), autograd_jacobian,
 
 HEAD_WIDTHS, NUM_KEYS, TRIALS = [4, 16, 64, 256, 1024], 32, 256
 stats = {"scaled": {}, "unscaled": {}}
-print(f"{'d_k':>5} {'Var(q.k)':>9} {'Var(q.k / sqrt(d_k))':>21}")
+table = [f"{'d_k':>5} {'Var(q.k)':>9} {'Var(q.k / sqrt(d_k))':>21}"]
 for d in HEAD_WIDTHS:
     q = torch.randn(TRIALS, 1, d, device=device)  # one query per trial
     k = torch.randn(TRIALS, NUM_KEYS, d, device=device)  # and its 32 keys
     raw = (q * k).sum(-1)  # (TRIALS, S): the dot products q . k
     scaled = raw / math.sqrt(d)
-    print(f"{d:>5} {raw.var().item():>9.1f} {scaled.var().item():>21.3f}")
+    table.append(f"{d:>5} {raw.var().item():>9.1f} {scaled.var().item():>21.3f}")
     for kind, s in (("scaled", scaled), ("unscaled", raw)):
         a = torch.softmax(s, dim=-1)  # (TRIALS, S)
         measured = {
@@ -530,6 +530,7 @@ for d in HEAD_WIDTHS:
         }
         for name, value in measured.items():
             stats[kind].setdefault(name, []).append(value.mean().item())
+print("\n".join(table))
 
 labels = {"scaled": r"softmax$(q\cdot k/\sqrt{d_k})$",
           "unscaled": r"softmax$(q\cdot k)$"}
