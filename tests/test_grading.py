@@ -409,3 +409,20 @@ def test_validator_passes_the_source_and_fails_the_student_version(assignment: s
     student = ROOT / "chapters" / assignment / f"{notebook}.ipynb"
     assert Validator().validate(str(source)) == {}, "the solution fails a test"
     assert Validator(invert=True).validate(str(student)) == {}, "the student version passes a test"
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_hidden_tests_do_not_need_the_self_checks(assignment: str) -> None:
+    """A learner may delete a self-check cell: the hidden tests must pass without it having run."""
+    from nbclient import NotebookClient
+
+    notebook = load_cases(assignment).NOTEBOOK
+    nb = nbformat.read(ROOT / "solutions" / assignment / f"{notebook}.ipynb", 4)
+    hidden = [grade_id(c) for c in nb.cells if is_test(c) and HIDDEN.search(c.source)]
+    assert hidden, "no hidden tests"
+    nb.cells = [c for c in nb.cells if not is_test(c) or grade_id(c) in hidden]
+    NotebookClient(nb, timeout=60, allow_errors=True).execute()
+    failed = {grade_id(c): o.get("ename", "stderr") for c in nb.cells if c.cell_type == "code"
+              for o in c.outputs
+              if o.output_type == "error" or o.get("name") == "stderr"}
+    assert not failed, f"hidden tests that fail without the self-checks: {failed}"

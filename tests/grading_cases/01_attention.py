@@ -106,6 +106,14 @@ def softmax(x, dim=-1):
 '''},
         "loses": "softmax", "fails": SOFTMAX,
     },
+    "softmax_max_without_keepdim": {  # (4, 6) minus a (4,) maximum does not broadcast
+        "replace": {"softmax": '''
+def softmax(x, dim=-1):
+    e = (x - x.max(dim=dim).values).exp()
+    return e / e.sum(dim=dim, keepdim=True)
+'''},
+        "loses": "softmax", "fails": SOFTMAX,
+    },
     "softmax_sum_over_wrong_axis": {
         "replace": {"softmax": '''
 def softmax(x, dim=-1):
@@ -189,6 +197,19 @@ def scaled_dot_product_attention(q, k, v, mask=None):
     return weights @ v, weights
 '''},
         "loses": "attention", "fails": ATTENTION + MHA,
+    },
+    "attention_transpose_1_2": {  # right for (B, S, D) keys, wrong for (B, H, S, D)
+        "replace": {"attention": '''
+def scaled_dot_product_attention(q, k, v, mask=None):
+    scores = q @ k.transpose(1, 2) / math.sqrt(q.size(-1))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    if mask is not None:
+        weights = weights.masked_fill(~mask.any(-1, keepdim=True), 0.0)
+    return weights @ v, weights
+'''},
+        "loses": "attention", "fails": ("attention_hidden",) + MHA,
     },
     "attention_softmax_over_queries": {
         "replace": {"attention": '''
