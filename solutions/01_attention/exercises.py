@@ -130,42 +130,48 @@ import torch
 
 from tfcourse import checks
 
-warnings.simplefilter("ignore")  # a warning on stderr would cost this cell its points
-gen = torch.Generator().manual_seed(11)
-cases = [  # (input, dim): other shapes and axes, large values, every floating dtype
-    (torch.randn(2, 3, 5, generator=gen), -1),
-    (torch.randn(2, 3, 5, generator=gen), 1),
-    (torch.randn(2, 3, 5, generator=gen) * 40, 0),
-    (torch.randn(7, generator=gen) * 500, 0),
-    (torch.randn(3, 4, generator=gen, dtype=torch.float64) * 300, -1),
-    (torch.randn(3, 4, generator=gen, dtype=torch.float64), -2),
-    ((torch.randn(3, 8, generator=gen) * 30).half(), -1),
-    ((torch.randn(3, 8, generator=gen) * 30).bfloat16(), -1),
-    (torch.randn(4, 1, generator=gen), -1),
-]
-masked = torch.randn(3, 6, generator=gen)
-masked[0, 2:] = float("-inf")
-masked[1, 0] = float("-inf")
-cases.append((masked, -1))
-expected = [torch.softmax(x.double(), dim).to(x.dtype) for x, dim in cases]
-xg = torch.randn(3, 5, generator=gen, dtype=torch.float64, requires_grad=True)
-weights = torch.randn(3, 5, generator=gen, dtype=torch.float64)
-(grad_expected,) = torch.autograd.grad((torch.softmax(xg, -1) * weights).sum(), xg)
-forbidden = (
-    "torch.softmax", "torch.nn.functional.softmax", "torch.Tensor.softmax",
-    "torch.special.softmax", "torch._softmax", "torch.log_softmax",
-    "torch.nn.functional.log_softmax", "torch.Tensor.log_softmax", "torch.special.log_softmax",
-    "torch._log_softmax", "torch.nn.functional.softmin", "torch.nn.functional.gumbel_softmax",
-)
-with checks.forbid(*forbidden, task="Exercise 1"):
-    results = [softmax(x, dim) for x, dim in cases]
-    (grad,) = torch.autograd.grad((softmax(xg, -1) * weights).sum(), xg)
-    checks.expect_finite_grads(lambda t: softmax(t * 1000, -1), torch.randn(2, 5, generator=gen),
-                               name="softmax of large inputs")
-for (x, dim), got, want in zip(cases, results, expected, strict=True):
-    checks.expect_close(got, want, f"softmax of a {x.dtype} {tuple(x.shape)} tensor, dim={dim}")
-checks.expect_close(grad, grad_expected, "the gradient of softmax")
-assert all(got.dtype == x.dtype for (x, _), got in zip(cases, results, strict=True))
+
+def _hidden_tests() -> bool:
+    warnings.simplefilter("ignore")  # a warning on stderr would cost this cell its points
+    gen = torch.Generator().manual_seed(11)
+    cases = [  # (input, dim): other shapes and axes, large values, every floating dtype
+        (torch.randn(2, 3, 5, generator=gen), -1),
+        (torch.randn(2, 3, 5, generator=gen), 1),
+        (torch.randn(2, 3, 5, generator=gen) * 40, 0),
+        (torch.randn(7, generator=gen) * 500, 0),
+        (torch.randn(3, 4, generator=gen, dtype=torch.float64) * 300, -1),
+        (torch.randn(3, 4, generator=gen, dtype=torch.float64), -2),
+        ((torch.randn(3, 8, generator=gen) * 30).half(), -1),
+        ((torch.randn(3, 8, generator=gen) * 30).bfloat16(), -1),
+        (torch.randn(4, 1, generator=gen), -1),
+    ]
+    masked = torch.randn(3, 6, generator=gen)
+    masked[0, 2:] = float("-inf")
+    masked[1, 0] = float("-inf")
+    cases.append((masked, -1))
+    expected = [torch.softmax(x.double(), dim).to(x.dtype) for x, dim in cases]
+    xg = torch.randn(3, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(3, 5, generator=gen, dtype=torch.float64)
+    (grad_expected,) = torch.autograd.grad((torch.softmax(xg, -1) * weights).sum(), xg)
+    forbidden = (
+        "torch.softmax", "torch.nn.functional.softmax", "torch.Tensor.softmax",
+        "torch.special.softmax", "torch._softmax", "torch.log_softmax",
+        "torch.nn.functional.log_softmax", "torch.Tensor.log_softmax", "torch.special.log_softmax",
+        "torch._log_softmax", "torch.nn.functional.softmin", "torch.nn.functional.gumbel_softmax",
+    )
+    with checks.forbid(*forbidden, task="Exercise 1"):
+        results = [softmax(x, dim) for x, dim in cases]
+        (grad,) = torch.autograd.grad((softmax(xg, -1) * weights).sum(), xg)
+        checks.expect_finite_grads(lambda t: softmax(t * 1000, -1),
+                                   torch.randn(2, 5, generator=gen), name="softmax of large inputs")
+    for (x, dim), got, want in zip(cases, results, expected, strict=True):
+        checks.expect_close(got, want, f"softmax of a {x.dtype} {tuple(x.shape)} tensor, dim={dim}")
+    checks.expect_close(grad, grad_expected, "the gradient of softmax")
+    assert all(got.dtype == x.dtype for (x, _), got in zip(cases, results, strict=True))
+    return True
+
+
+assert _hidden_tests()
 ### END HIDDEN TESTS
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "causal_mask_statement", "locked": true, "schema_version": 3, "solution": false, "task": false}
@@ -250,19 +256,25 @@ import torch
 
 from tfcourse import checks
 
-warnings.simplefilter("ignore")  # a warning on stderr would cost this cell its points
-sizes = (1, 2, 7, 33)
-with checks.forbid("tfcourse.masks.causal_mask", task="Exercise 2"):
-    results = [causal_mask(T) for T in sizes]
-    on_cpu = causal_mask(3, device=torch.device("cpu"))
-    on_cpu_str = causal_mask(3, device="cpu")
-for T, got in zip(sizes, results, strict=True):
-    checks.expect_shape(got, (T, T), f"causal_mask({T})")
-    assert got.dtype == torch.bool, f"causal_mask({T}) has dtype {got.dtype}, expected torch.bool"
-    rows, cols = torch.meshgrid(torch.arange(T), torch.arange(T), indexing="ij")
-    assert torch.equal(got, cols <= rows), f"causal_mask({T}) is not True exactly where s <= t"
-assert torch.equal(on_cpu, on_cpu_str) and on_cpu.shape == (3, 3)
-assert on_cpu.device.type == "cpu" and not on_cpu.requires_grad
+
+def _hidden_tests() -> bool:
+    warnings.simplefilter("ignore")  # a warning on stderr would cost this cell its points
+    sizes = (1, 2, 7, 33)
+    with checks.forbid("tfcourse.masks.causal_mask", task="Exercise 2"):
+        results = [causal_mask(T) for T in sizes]
+        on_cpu = causal_mask(3, device=torch.device("cpu"))
+        on_cpu_str = causal_mask(3, device="cpu")
+    for T, got in zip(sizes, results, strict=True):
+        checks.expect_shape(got, (T, T), f"causal_mask({T})")
+        assert got.dtype == torch.bool, f"causal_mask({T}) has dtype {got.dtype}, not torch.bool"
+        rows, cols = torch.meshgrid(torch.arange(T), torch.arange(T), indexing="ij")
+        assert torch.equal(got, cols <= rows), f"causal_mask({T}) is not True exactly where s <= t"
+    assert torch.equal(on_cpu, on_cpu_str) and on_cpu.shape == (3, 3)
+    assert on_cpu.device.type == "cpu" and not on_cpu.requires_grad
+    return True
+
+
+assert _hidden_tests()
 ### END HIDDEN TESTS
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "attention_statement", "locked": true, "schema_version": 3, "solution": false, "task": false}
@@ -386,61 +398,66 @@ import warnings
 
 import torch
 
-from tfcourse import attention as reference
+import tfcourse.attention
 from tfcourse import checks
 
-warnings.simplefilter("ignore")  # a warning on stderr would cost this cell its points
-gen = torch.Generator().manual_seed(33)
+
+def _hidden_tests() -> bool:
+    warnings.simplefilter("ignore")  # a warning on stderr would cost this cell its points
+    gen = torch.Generator().manual_seed(33)
+
+    def randn(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen, dtype=dtype)
+
+    B, H, T, S, D, Dv = 2, 3, 5, 7, 16, 6
+    q, k, v = randn(B, H, T, D), randn(B, H, S, D), randn(B, H, S, Dv)
+    padding = (torch.arange(S) < torch.tensor([4, 7])[:, None])[:, None, None, :]  # (B, 1, 1, S)
+    cross = torch.ones(T, S, dtype=torch.bool).tril(diagonal=S - T)  # (T, S)
+    full = torch.rand(B, H, T, S, generator=gen) < 0.6  # (B, H, T, S), random
+    full[0, 1, 2] = False  # a query with no key at all
+    full[1, 0, 4] = False
+    cases = [(q, k, v, None), (q, k, v, padding), (q, k, v, cross), (q, k, v, full),
+             (q[0, 0], k[0, 0], v[0, 0], cross),  # no leading axes: (T, D)
+             (q.double(), k.double(), v.double(), full)]
+    for dtype in (torch.float16, torch.bfloat16):
+        scale = torch.tensor(3.0)  # larger scores, closer to what trained models produce
+        cases.append(((q * scale).to(dtype), (k * scale).to(dtype), v.to(dtype), full))
+    expected = []
+    for qq, kk, vv, mm in cases:
+        o, w = tfcourse.attention.scaled_dot_product_attention(
+            qq.double(), kk.double(), vv.double(), mm)
+        expected.append((o.to(qq.dtype), w.to(qq.dtype)))
+    qg, kg, vg = (t.double().requires_grad_() for t in (q, k, v))
+    grads_expected = torch.autograd.grad(
+        tfcourse.attention.scaled_dot_product_attention(qg, kg, vg, full)[0].sum(), (qg, kg, vg))
+    forbidden = (
+        "torch.nn.functional.scaled_dot_product_attention",
+        "torch.nn.functional.multi_head_attention_forward",
+        "torch.nn.MultiheadAttention.forward",
+        "tfcourse.attention.scaled_dot_product_attention",
+        "tfcourse.attention.fused_scaled_dot_product_attention",
+        "tfcourse.attention.MultiHeadAttention.forward",
+    )
+    with checks.forbid(*forbidden, task="Exercise 3"):
+        results = [scaled_dot_product_attention(*case) for case in cases]
+        out = scaled_dot_product_attention(qg, kg, vg, full)[0]
+        grads = torch.autograd.grad(out.sum(), (qg, kg, vg))
+    tolerance = {torch.float16: (2e-2, 2e-2), torch.bfloat16: (5e-2, 5e-2)}
+    for (qq, _, _, mm), (o, w), (o_want, w_want) in zip(cases, results, expected, strict=True):
+        rtol, atol = tolerance.get(qq.dtype, (None, None))
+        where = f"q {tuple(qq.shape)} {qq.dtype}, mask {None if mm is None else tuple(mm.shape)}"
+        checks.expect_finite(w, f"weights ({where})",
+                             hint="a fully blocked query must get zero weights, not nan")
+        checks.expect_close(w, w_want, f"weights ({where})", rtol=rtol, atol=atol)
+        checks.expect_close(o, o_want, f"output ({where})", rtol=rtol, atol=atol)
+    for name, g, g_want in zip("qkv", grads, grads_expected, strict=True):
+        checks.expect_close(g, g_want, f"the gradient of q, k, v: d/d{name}",
+                            hint="a fully blocked row must not give nan gradients")
+    assert all(o.dtype == case[0].dtype for case, (o, _) in zip(cases, results, strict=True))
+    return True
 
 
-def randn(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    return torch.randn(*shape, generator=gen, dtype=dtype)
-
-
-B, H, T, S, D, Dv = 2, 3, 5, 7, 16, 6
-q, k, v = randn(B, H, T, D), randn(B, H, S, D), randn(B, H, S, Dv)
-padding = (torch.arange(S) < torch.tensor([4, 7])[:, None])[:, None, None, :]  # (B, 1, 1, S)
-cross = torch.ones(T, S, dtype=torch.bool).tril(diagonal=S - T)  # (T, S)
-full = torch.rand(B, H, T, S, generator=gen) < 0.6  # (B, H, T, S), random
-full[0, 1, 2] = False  # a query with no key at all
-full[1, 0, 4] = False
-cases = [(q, k, v, None), (q, k, v, padding), (q, k, v, cross), (q, k, v, full),
-         (q[0, 0], k[0, 0], v[0, 0], cross),  # no leading axes: (T, D)
-         (q.double(), k.double(), v.double(), full)]
-for dtype in (torch.float16, torch.bfloat16):
-    scale = torch.tensor(3.0)  # larger scores, closer to what trained models produce
-    cases.append(((q * scale).to(dtype), (k * scale).to(dtype), v.to(dtype), full))
-expected = []
-for qq, kk, vv, mm in cases:
-    o, w = reference.scaled_dot_product_attention(qq.double(), kk.double(), vv.double(), mm)
-    expected.append((o.to(qq.dtype), w.to(qq.dtype)))
-qg, kg, vg = q.double().requires_grad_(), k.double().requires_grad_(), v.double().requires_grad_()
-grads_expected = torch.autograd.grad(
-    reference.scaled_dot_product_attention(qg, kg, vg, full)[0].sum(), (qg, kg, vg))
-forbidden = (
-    "torch.nn.functional.scaled_dot_product_attention",
-    "torch.nn.functional.multi_head_attention_forward",
-    "torch.nn.MultiheadAttention.forward",
-    "tfcourse.attention.scaled_dot_product_attention",
-    "tfcourse.attention.fused_scaled_dot_product_attention",
-    "tfcourse.attention.MultiHeadAttention.forward",
-)
-with checks.forbid(*forbidden, task="Exercise 3"):
-    results = [scaled_dot_product_attention(*case) for case in cases]
-    out = scaled_dot_product_attention(qg, kg, vg, full)[0]
-    grads = torch.autograd.grad(out.sum(), (qg, kg, vg))
-tolerance = {torch.float16: (2e-2, 2e-2), torch.bfloat16: (5e-2, 5e-2)}
-for (qq, _, _, mm), (o, w), (o_want, w_want) in zip(cases, results, expected, strict=True):
-    rtol, atol = tolerance.get(qq.dtype, (None, None))
-    where = f"q {tuple(qq.shape)} {qq.dtype}, mask {None if mm is None else tuple(mm.shape)}"
-    checks.expect_finite(w, f"weights ({where})",
-                         hint="a fully blocked query must get zero weights, not nan")
-    checks.expect_close(w, w_want, f"weights ({where})", rtol=rtol, atol=atol)
-    checks.expect_close(o, o_want, f"output ({where})", rtol=rtol, atol=atol)
-for name, g, g_want in zip("qkv", grads, grads_expected, strict=True):
-    checks.expect_close(g, g_want, f"the gradient of q, k, v: d/d{name}",
-                        hint="a fully blocked row must not give nan gradients")
-assert all(o.dtype == case[0].dtype for case, (o, _) in zip(cases, results, strict=True))
+assert _hidden_tests()
 ### END HIDDEN TESTS
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "heads_statement", "locked": true, "schema_version": 3, "solution": false, "task": false}
@@ -537,30 +554,36 @@ import torch
 
 from tfcourse import checks
 
-warnings.simplefilter("ignore")  # a warning on stderr would cost this cell its points
-gen = torch.Generator().manual_seed(44)
-cases = [(3, 5, 12, 3), (2, 7, 6, 1), (2, 4, 6, 6), (1, 1, 4, 2)]  # (B, T, C, H)
-with checks.forbid("tfcourse.attention.split_heads", "tfcourse.attention.merge_heads",
-                   task="Exercise 4"):
-    for B, T, C, H in cases:
-        D = C // H
-        x = torch.randn(B, T, C, generator=gen, dtype=torch.float64)
-        want = x.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
-        heads = split_heads(x, H)
-        checks.expect_close(heads, want, f"split_heads of a {(B, T, C)} tensor, H={H}")
-        checks.expect_close(merge_heads(heads), x, f"merge_heads(split_heads(x, {H}))")
-        checks.expect_close(merge_heads(want.contiguous()), x, f"merge_heads, H={H}")
-    x = torch.randn(5, 3, 8, generator=gen).transpose(0, 1)  # (3, 5, 8), not contiguous
-    checks.expect_close(split_heads(x, 4), x.reshape(3, 5, 4, 2).transpose(1, 2),
-                        "split_heads of a tensor that is not contiguous",
-                        hint="view() needs a contiguous tensor: use reshape()")
-    y = torch.randn(2, 4, 3, 5, generator=gen).transpose(1, 2)  # (B, H, T, D), not contiguous
-    checks.expect_close(merge_heads(y), y.transpose(1, 2).reshape(2, 4, 15),
-                        "merge_heads of a tensor that is not contiguous",
-                        hint="view() needs a contiguous tensor: use reshape()")
-    checks.expect_finite_grads(lambda t: merge_heads(split_heads(t, 2) * 2.0),
-                               torch.randn(2, 3, 4, generator=gen), name="split then merge")
-assert heads.dtype == torch.float64
+
+def _hidden_tests() -> bool:
+    warnings.simplefilter("ignore")  # a warning on stderr would cost this cell its points
+    gen = torch.Generator().manual_seed(44)
+    cases = [(3, 5, 12, 3), (2, 7, 6, 1), (2, 4, 6, 6), (1, 1, 4, 2)]  # (B, T, C, H)
+    with checks.forbid("tfcourse.attention.split_heads", "tfcourse.attention.merge_heads",
+                       task="Exercise 4"):
+        for B, T, C, H in cases:
+            D = C // H
+            x = torch.randn(B, T, C, generator=gen, dtype=torch.float64)
+            want = x.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+            heads = split_heads(x, H)
+            checks.expect_close(heads, want, f"split_heads of a {(B, T, C)} tensor, H={H}")
+            checks.expect_close(merge_heads(heads), x, f"merge_heads(split_heads(x, {H}))")
+            checks.expect_close(merge_heads(want.contiguous()), x, f"merge_heads, H={H}")
+        x = torch.randn(5, 3, 8, generator=gen).transpose(0, 1)  # (3, 5, 8), not contiguous
+        checks.expect_close(split_heads(x, 4), x.reshape(3, 5, 4, 2).transpose(1, 2),
+                            "split_heads of a tensor that is not contiguous",
+                            hint="view() needs a contiguous tensor: use reshape()")
+        y = torch.randn(2, 4, 3, 5, generator=gen).transpose(1, 2)  # (B, H, T, D), not contiguous
+        checks.expect_close(merge_heads(y), y.transpose(1, 2).reshape(2, 4, 15),
+                            "merge_heads of a tensor that is not contiguous",
+                            hint="view() needs a contiguous tensor: use reshape()")
+        checks.expect_finite_grads(lambda t: merge_heads(split_heads(t, 2) * 2.0),
+                                   torch.randn(2, 3, 4, generator=gen), name="split then merge")
+    assert heads.dtype == torch.float64
+    return True
+
+
+assert _hidden_tests()
 ### END HIDDEN TESTS
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "mha_statement", "locked": true, "schema_version": 3, "solution": false, "task": false}
@@ -691,38 +714,44 @@ import torch
 from tfcourse import attention as reference
 from tfcourse import checks
 
-warnings.simplefilter("ignore")  # a warning on stderr would cost this cell its points
-torch.manual_seed(55)
-forbidden = (
-    "torch.nn.functional.scaled_dot_product_attention",
-    "torch.nn.functional.multi_head_attention_forward",
-    "torch.nn.MultiheadAttention.forward",
-    "tfcourse.attention.MultiHeadAttention.forward",
-    "tfcourse.attention.scaled_dot_product_attention",
-    "tfcourse.attention.fused_scaled_dot_product_attention",
-)
-for B, T, C, H in [(3, 7, 12, 3), (2, 4, 6, 1), (1, 6, 8, 8)]:
-    model = MultiHeadAttention(C, H).double()
-    ref = reference.MultiHeadAttention(C, H, fused=False).double()
-    ref.load_state_dict(model.state_dict())
-    x = torch.randn(B, T, C, dtype=torch.float64)
-    padding = (torch.arange(T) < torch.randint(1, T + 1, (B,))[:, None])[:, None, None, :]
-    causal = torch.ones(T, T, dtype=torch.bool).tril()
-    masks = {"no mask": None, "a (B, 1, 1, T) padding mask": padding, "a causal mask": causal}
-    with torch.no_grad():
-        expected = {name: ref(x, mask=m) for name, m in masks.items()}
-    with checks.forbid(*forbidden, task="Exercise 5"):
-        results = {name: model(x, m) for name, m in masks.items()}
-        if H == 3:
-            checks.expect_causal(lambda t, m=model, c=causal: m(t, c), x, dim=1, atol=1e-9,
-                                 name="MultiHeadAttention with a causal mask")
-            out = model(x, padding)
-            (out * torch.randn_like(out)).sum().backward()
-            trained = model
-    for name, got in results.items():
-        checks.expect_close(got, expected[name],
-                            f"MultiHeadAttention({C}, {H}) on {(B, T, C)} float64, {name}")
-for name, p in trained.named_parameters():
-    assert p.grad is not None and bool(torch.isfinite(p.grad).all()), (
-        f"{name} received no finite gradient: is a projection unused or detached?")
+
+def _hidden_tests() -> bool:
+    warnings.simplefilter("ignore")  # a warning on stderr would cost this cell its points
+    torch.manual_seed(55)
+    forbidden = (
+        "torch.nn.functional.scaled_dot_product_attention",
+        "torch.nn.functional.multi_head_attention_forward",
+        "torch.nn.MultiheadAttention.forward",
+        "tfcourse.attention.MultiHeadAttention.forward",
+        "tfcourse.attention.scaled_dot_product_attention",
+        "tfcourse.attention.fused_scaled_dot_product_attention",
+    )
+    for B, T, C, H in [(3, 7, 12, 3), (2, 4, 6, 1), (1, 6, 8, 8)]:
+        model = MultiHeadAttention(C, H).double()
+        ref = reference.MultiHeadAttention(C, H, fused=False).double()
+        ref.load_state_dict(model.state_dict())
+        x = torch.randn(B, T, C, dtype=torch.float64)
+        padding = (torch.arange(T) < torch.randint(1, T + 1, (B,))[:, None])[:, None, None, :]
+        causal = torch.ones(T, T, dtype=torch.bool).tril()
+        masks = {"no mask": None, "a (B, 1, 1, T) padding mask": padding, "a causal mask": causal}
+        with torch.no_grad():
+            expected = {name: ref(x, mask=m) for name, m in masks.items()}
+        with checks.forbid(*forbidden, task="Exercise 5"):
+            results = {name: model(x, m) for name, m in masks.items()}
+            if H == 3:
+                checks.expect_causal(lambda t, m=model, c=causal: m(t, c), x, dim=1, atol=1e-9,
+                                     name="MultiHeadAttention with a causal mask")
+                out = model(x, padding)
+                (out * torch.randn_like(out)).sum().backward()
+                trained = model
+        for name, got in results.items():
+            checks.expect_close(got, expected[name],
+                                f"MultiHeadAttention({C}, {H}) on {(B, T, C)} float64, {name}")
+    for name, p in trained.named_parameters():
+        assert p.grad is not None and bool(torch.isfinite(p.grad).all()), (
+            f"{name} received no finite gradient: is a projection unused or detached?")
+    return True
+
+
+assert _hidden_tests()
 ### END HIDDEN TESTS

@@ -304,6 +304,20 @@ def merge_heads(x):
 '''},
         "loses": "heads", "fails": HEADS + MHA,
     },
+    "heads_use_a_global_head_count": {  # right only for the H of the self-check
+        "replace": {"heads": '''
+H = 2  # left over from trying things out
+
+def split_heads(x, num_heads):
+    B, T, C = x.shape
+    return x.view(B, T, H, C // H).transpose(1, 2)
+
+def merge_heads(x):
+    B, H, T, D = x.shape
+    return x.transpose(1, 2).reshape(B, T, H * D)
+'''},
+        "loses": "heads", "fails": ("heads_hidden", "mha_hidden"),
+    },
     # ---- exercise 5, multi-head attention
     "mha_without_output_projection": {
         "replace": {"mha": mha('''
