@@ -328,14 +328,14 @@ def scaled_dot_product_attention(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """softmax(q k^T / sqrt(D) + M) v; returns (output (..., T, D_v), weights (..., T, S))."""
     ### BEGIN SOLUTION
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (..., T, S)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (..., T, S), of variance ~1
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))  # + M: blocked keys get exp(-inf) = 0
     weights = torch.softmax(scores, dim=-1)  # (..., T, S): a distribution over the keys
     if mask is not None:
         has_key = mask.any(dim=-1, keepdim=True)  # (..., T, 1): False for a fully blocked query
         weights = weights.masked_fill(~has_key, 0.0)  # its row was 0/0 = nan: make it 0
-    return weights @ v, weights  # (..., T, D_v), (..., T, S)
+    return weights @ v, weights  # output (..., T, D_v) and weights (..., T, S)
     ### END SOLUTION
 
 
@@ -498,7 +498,7 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
     """(B, H, T, D) -> (B, T, C) with C = H * D: the inverse of split_heads."""
     ### BEGIN SOLUTION
     B, H, T, D = x.shape
-    return x.transpose(1, 2).reshape(B, T, H * D)  # (B, T, H, D) -> (B, T, C)
+    return x.transpose(1, 2).reshape(B, T, H * D)  # back to (B, T, H, D), then (B, T, C)
     ### END SOLUTION
 
 
@@ -640,7 +640,7 @@ class MultiHeadAttention(nn.Module):
         k = split_heads(self.k_proj(x), self.num_heads)  # (B, H, T, D)
         v = split_heads(self.v_proj(x), self.num_heads)  # (B, H, T, D)
         out, _ = scaled_dot_product_attention(q, k, v, mask)  # (B, H, T, D)
-        return self.out_proj(merge_heads(out))  # (B, H, T, D) -> (B, T, C)
+        return self.out_proj(merge_heads(out))  # heads side by side, mixed by W^O: (B, T, C)
         ### END SOLUTION
 
 
