@@ -21,10 +21,9 @@
 # points. Each exercise says what you may use.
 #
 # Do not rename the functions or delete cells; if you delete a test cell it is put back and run
-# when your notebook is graded. Grading runs every cell from the top in a fresh kernel; a cell
-# that runs longer than 20 seconds is stopped, and a test cell that prints a warning or an error
-# scores zero. Before you submit, choose *Restart kernel and run all cells* and check that every
-# self-check passes.
+# when your notebook is graded. Grading runs every cell from the top in a fresh kernel, and a cell
+# that runs longer than 20 seconds is stopped (a test cell stopped so scores zero). Before you
+# submit, choose *Restart kernel and run all cells* and check that every self-check passes.
 #
 # Shapes use the course's letters: `B` batch, `T` queries, `S` keys, `C` model width, `H` heads,
 # `D = C / H` width of one head ($d_k$ in the paper).
