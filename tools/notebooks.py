@@ -51,7 +51,7 @@ if "google.colab" in sys.modules and importlib.util.find_spec("tfcourse") is Non
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
                     "{install_requirement()}"], check=True)'''
     cell = nbformat.v4.new_code_cell(source)
-    cell.metadata = {"tags": ["setup"]}
+    cell.metadata = {"tags": ["setup", "remove-cell"]}  # the book page starts with its title
     return cell
 
 

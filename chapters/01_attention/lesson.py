@@ -585,8 +585,8 @@ plt.show()
 #
 # $$
 # A = \operatorname{softmax}\!\left(\frac{QK^\top}{\sqrt{d_k}} + M\right),
-# \qquad M_{ts} = \begin{cases} 0 & \text{if query } t \text{ may attend to key } s, \\
-# -\infty & \text{otherwise,} \end{cases} \tag{4.1}
+# \qquad M_{ts} = 0 \text{ if query } t \text{ may attend to key } s, \text{ else } -\infty,
+# \tag{4.1}
 # $$
 #
 # so that $e^{-\infty} = 0$ removes the blocked keys and the softmax renormalises over the rest. In
