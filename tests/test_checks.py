@@ -1,6 +1,7 @@
 """tfcourse.checks: each contract check passes correct code and names the mistake in wrong code."""
 
 import math
+import sys
 
 import pytest
 import torch
@@ -93,3 +94,34 @@ def test_forbid_blocks_a_shortcut_and_restores_it() -> None:
             F.scaled_dot_product_attention(q, q, q)
         tc.scaled_dot_product_attention(q, q, q)  # the explicit path does not call it
     assert F.scaled_dot_product_attention is original
+
+
+def test_forbid_blocks_tensor_methods_and_aliases_and_restores_them() -> None:
+    import tfcourse.masks
+
+    x = torch.randn(2, 3)
+    alias = {"sm": F.softmax}  # a learner's `from torch.nn.functional import softmax as sm`
+    module = type(sys)("learner_namespace")
+    module.sm = F.softmax
+    sys.modules["learner_namespace"] = module
+    try:
+        with checks.forbid("torch.Tensor.softmax", "torch.nn.functional.softmax",
+                           "tfcourse.masks.causal_mask"):
+            with fails_with("calling torch.Tensor.softmax does not count"):
+                x.softmax(-1)
+            with fails_with("calling torch.nn.functional.softmax does not count"):
+                module.sm(x, dim=-1)
+            with fails_with("calling tfcourse.masks.causal_mask does not count"):
+                tc.causal_mask(3)  # the package-level name is the same function
+            x.exp()  # everything else still works
+        assert module.sm is alias["sm"] and tc.causal_mask is tfcourse.masks.causal_mask
+        checks.expect_close(x.softmax(-1), F.softmax(x, dim=-1))
+        assert "softmax" not in vars(torch.Tensor)  # inherited from TensorBase: not copied down
+    finally:
+        del sys.modules["learner_namespace"]
+
+
+def test_forbid_rejects_a_target_that_does_not_exist() -> None:
+    with pytest.raises(AttributeError, match="forbid: torch.nn.functional.nope does not exist"):
+        with checks.forbid("torch.nn.functional.nope"):
+            pass
