@@ -98,6 +98,13 @@ def book_html(book_build: BookBuild) -> Path:
 # --- pages and links from the configuration, never from the built site).
 
 
+def committed_notebooks() -> list[Path]:
+    """Every .ipynb file that git tracks."""
+    listed = subprocess.run(["git", "ls-files", "*.ipynb"], cwd=ROOT, capture_output=True,
+                            text=True, check=True).stdout.split()
+    return sorted(ROOT / name for name in listed if (ROOT / name).is_file())
+
+
 def book_config() -> dict:
     return yaml.safe_load((ROOT / "_config.yml").read_text())
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import ROOT, book_config, notebook_pages, notebook_tool
+from conftest import ROOT, book_config, committed_notebooks, notebook_pages, notebook_tool
 
 BAD_PIP_OPTIONS = {"-U", "--upgrade", "--force-reinstall", "--ignore-installed", "-I"}
 LINK = re.compile(r"https?://[^\s)\]\"'<>`]+")
@@ -26,12 +26,6 @@ def configured() -> dict[str, str]:
     org, name = parts.path.strip("/").split("/")
     return {"url": url, "host": parts.netloc, "org": org, "name": name,
             "branch": str(repo["branch"]), "path": (repo.get("path_to_book") or "").strip("/")}
-
-
-def committed_notebooks() -> list[Path]:
-    listed = subprocess.run(["git", "ls-files", "*.ipynb"], cwd=ROOT, capture_output=True,
-                            text=True, check=True).stdout.split()
-    return sorted(ROOT / name for name in listed if (ROOT / name).is_file())
 
 
 def repository_path(page_file: str) -> str:

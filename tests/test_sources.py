@@ -6,15 +6,8 @@ notebook that drifts from what that command produces fails here."""
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def committed_notebooks() -> list[Path]:
-    listed = subprocess.run(["git", "ls-files", "*.ipynb"], cwd=ROOT, capture_output=True,
-                            text=True, check=True).stdout.split()
-    return [ROOT / path for path in listed]
+from conftest import ROOT, committed_notebooks
 
 
 def test_committed_notebooks_match_their_sources() -> None:
