@@ -32,7 +32,7 @@ def test_expect_shape() -> None:
 def test_expect_rows_sum_to_one_names_the_wrong_axis() -> None:
     scores = torch.randn(2, 3, 4)
     checks.expect_rows_sum_to_one(torch.softmax(scores, dim=-1))
-    with fails_with("softmax over the query axis"):
+    with fails_with("over dim -2 instead of dim -1.* a softmax over the queries instead"):
         checks.expect_rows_sum_to_one(torch.softmax(scores, dim=-2))
     with fails_with("scores before the softmax"):
         checks.expect_rows_sum_to_one(scores * 10)

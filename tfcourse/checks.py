@@ -8,7 +8,8 @@ with a message meant for a learner::
     >>> expect_rows_sum_to_one(torch.ones(2, 3, 4) / 3)
     Traceback (most recent call last):
     ContractError: the rows of weights sum to 1.333 over dim -1, not 1, but its columns sum to 1:
-    is the softmax over the query axis instead of the key axis (dim=-1)?
+    is the sum (or the softmax) over dim -2 instead of dim -1? In attention, that is a softmax over
+    the queries instead of the keys
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ def expect_rows_sum_to_one(
         _fail(
             f"the rows of {name} sum to {bad_sum:.4g} over dim {dim}, not 1, but its columns sum "
             f"to 1",
-            f"is the softmax over the query axis instead of the key axis (dim={dim})?",
+            f"is the sum (or the softmax) over dim {other} instead of dim {dim}? In attention, "
+            f"that is a softmax over the queries instead of the keys",
         )
     _fail(
         f"the rows of {name} sum to {bad_sum:.4g} over dim {dim}, not 1",

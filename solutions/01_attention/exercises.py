@@ -98,6 +98,7 @@ with checks.forbid("torch.softmax", "torch.nn.functional.softmax", "torch.Tensor
     big = torch.tensor([[1000.0, 1001.0, 1002.0], [-1000.0, -1001.0, -1002.0]])
     got_big = softmax(big)
 e = x.exp()
+checks.expect_rows_sum_to_one(got, dim=-1, name="softmax(x)")
 checks.expect_close(got, e / e.sum(-1, keepdim=True), "softmax(x)", mistakes={
     "the sum runs over the wrong axis: sum over dim, with keepdim=True":
         e / e.sum(0, keepdim=True),
@@ -693,11 +694,13 @@ with checks.forbid("torch.nn.functional.scaled_dot_product_attention",
                    "tfcourse.attention.fused_scaled_dot_product_attention", task="Exercise 5"):
     got = model(x)
     got_causal = model(x, causal)
-checks.expect_close(got, want, "MultiHeadAttention(8, 2)(x)", mistakes=mistakes)
+depends = ("forward uses your scaled_dot_product_attention, split_heads and merge_heads: "
+           "make their self-checks (Exercises 3 and 4) pass first")
+checks.expect_close(got, want, "MultiHeadAttention(8, 2)(x)", mistakes=mistakes, hint=depends)
 checks.expect_close(got_causal, want_causal, "MultiHeadAttention(8, 2)(x, causal_mask)",
                     mistakes={"the mask is ignored": want,
                               "the mask is inverted: True means 'may attend'":
-                                  ref(x, mask=~causal).detach()})
+                                  ref(x, mask=~causal).detach()}, hint=depends)
 assert got.shape == (B, T, C)
 
 # %% nbgrader={"grade": true, "grade_id": "mha_hidden", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
