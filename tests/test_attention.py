@@ -207,3 +207,14 @@ def test_bad_input_is_rejected_with_a_clear_error(call, message: str) -> None:
     with pytest.raises((ValueError, TypeError)) as error:
         call()
     assert message in str(error.value)
+
+
+def test_multihead_combines_an_additive_mask_with_causality() -> None:
+    torch.manual_seed(0)
+    reference = torch_mha(16, 4)
+    ours = tc.MultiHeadAttention(16, 4).eval().load_from_torch(reference)
+    x, bias = torch.randn(2, 5, 16), torch.randn(5, 5)
+    expected = reference(x, x, x, attn_mask=bias.masked_fill(~tc.causal_mask(5), float("-inf")))[0]
+    for fused in (True, False):
+        ours.fused = fused
+        checks.expect_close(ours(x, mask=bias, is_causal=True), expected, f"fused={fused}")

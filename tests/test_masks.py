@@ -32,6 +32,9 @@ def test_combine_and_additive() -> None:
     assert additive.dtype == torch.float16
     assert additive.tolist() == [[0.0, float("-inf")], [0.0, 0.0]]
     assert tc.combine_masks(None) is None
+    mixed = tc.combine_masks(torch.tensor([[0.5, -1.0]]), tc.causal_mask(2))
+    assert mixed.dtype == torch.float32
+    assert mixed.tolist() == [[0.5, float("-inf")], [0.5, -1.0]]
 
 
 @pytest.mark.parametrize(
@@ -43,7 +46,8 @@ def test_combine_and_additive() -> None:
         (lambda: tc.padding_mask(torch.tensor([1.0]), 3), "lengths: expected an integer tensor"),
         (lambda: tc.padding_mask(torch.tensor([4]), 3),
          "lengths: expected values in [0, num_keys=3]"),
-        (lambda: tc.combine_masks(torch.ones(2)), "masks[0]: expected a bool mask"),
+        (lambda: tc.combine_masks(torch.ones(2, dtype=torch.int64)),
+         "masks[0]: expected a bool mask (True = attend) or a float additive mask"),
         (lambda: tc.to_additive_mask(torch.zeros(2)), "mask: expected a bool mask"),
     ],
 )

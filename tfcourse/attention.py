@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tfcourse import _validate
-from tfcourse.masks import causal_mask
+from tfcourse.masks import causal_mask, combine_masks
 
 
 def _check_qkv(q: object, k: object, v: object) -> tuple[torch.Tensor, ...]:
@@ -192,7 +192,7 @@ class MultiHeadAttention(nn.Module):
             mask = _validate.mask(mask, "mask", (B, self.num_heads, T, S), "(B, H, T, S)")
         if is_causal:
             causal = causal_mask(T, S, device=query.device)
-            mask = causal if mask is None else _and(mask, causal)
+            mask = combine_masks(mask, causal)
         q = split_heads(self.q_proj(query), self.num_heads)  # (B, H, T, D)
         k = split_heads(self.k_proj(key), self.num_heads)  # (B, H, S, D)
         v = split_heads(self.v_proj(value), self.num_heads)  # (B, H, S, D)
@@ -262,9 +262,3 @@ class MultiHeadAttention(nn.Module):
             self.out_proj.bias.copy_(reference.out_proj.bias)
         return self
 
-
-def _and(mask: torch.Tensor, causal: torch.Tensor) -> torch.Tensor:
-    """Combine a user mask (bool or additive) with a boolean causal mask."""
-    if mask.dtype == torch.bool:
-        return mask & causal
-    return mask.masked_fill(~causal, float("-inf"))

@@ -55,14 +55,24 @@ def padding_mask(lengths: torch.Tensor, num_keys: int) -> torch.Tensor:
 
 
 def combine_masks(*masks: torch.Tensor | None) -> torch.Tensor | None:
-    """Logical AND of boolean masks (``None`` entries are skipped), broadcast together."""
+    """One mask that allows what every mask allows (``None`` entries are skipped), broadcast
+    together: the logical AND of boolean masks, or, when any mask is additive, the sum of the
+    additive forms (a blocked boolean entry becomes ``-inf``)."""
+    given = [(i, m) for i, m in enumerate(masks) if m is not None]
+    for i, m in given:
+        if _validate.tensor(m, f"masks[{i}]").dtype != torch.bool and not m.is_floating_point():
+            raise TypeError(
+                f"masks[{i}]: expected a bool mask (True = attend) or a float additive mask, "
+                f"got dtype {m.dtype}"
+            )
+    if not given:
+        return None
+    additive = [m for _, m in given if m.is_floating_point()]
     result = None
-    for i, m in enumerate(masks):
-        if m is None:
-            continue
-        if _validate.tensor(m, f"masks[{i}]").dtype != torch.bool:
-            raise TypeError(f"masks[{i}]: expected a bool mask, got dtype {m.dtype}")
-        result = m if result is None else result & m
+    for _, m in given:
+        if additive and m.dtype == torch.bool:
+            m = to_additive_mask(m, additive[0].dtype)
+        result = m if result is None else (result + m if additive else result & m)
     return result
 
 
