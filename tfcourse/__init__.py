@@ -15,7 +15,9 @@ D     width of one head, C / H                                 d_k = d_v
 
 Modules: :mod:`tfcourse.runtime` (device, dtype, seeding, threads),
 :mod:`tfcourse.masks`, :mod:`tfcourse.attention`, :mod:`tfcourse.checks` (the contract-check
-kit used by lessons, tests and graders), :mod:`tfcourse.plotting`, :mod:`tfcourse.bench`.
+kit used by lessons, tests and graders), :mod:`tfcourse.plotting`, :mod:`tfcourse.bench`,
+:mod:`tfcourse.tokenizers`, :mod:`tfcourse.data` (the course's data sets, generated or shipped with
+Python).
 """
 
 from tfcourse.attention import (
@@ -27,11 +29,14 @@ from tfcourse.attention import (
 )
 from tfcourse.masks import causal_mask, combine_masks, padding_mask, to_additive_mask
 from tfcourse.runtime import autocast_dtype, default_device, pin_threads, seed_everything
+from tfcourse.tokenizers import CharTokenizer, WordTokenizer
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CharTokenizer",
     "MultiHeadAttention",
+    "WordTokenizer",
     "autocast_dtype",
     "causal_mask",
     "combine_masks",

@@ -64,3 +64,10 @@ def mask(m: object, name: str, scores_shape: tuple[int, ...], layout: str) -> to
             f"{layout}, got {tuple(m.shape)}"
         )
     return m
+
+
+def integer(x: object, name: str, minimum: int = 0) -> int:
+    """``x`` is an int (not a bool) at least ``minimum``."""
+    if not isinstance(x, int) or isinstance(x, bool) or x < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {x!r}")
+    return x
