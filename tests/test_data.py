@@ -1,6 +1,7 @@
 """tfcourse.data: the date task, step-deterministic batches and the text corpus."""
 
 import datetime
+import random
 import re
 
 import pytest
@@ -10,11 +11,19 @@ from tfcourse.data import (
     DATE_FORMATS,
     DateTask,
     batches_from_tensors,
+    corpus_stats,
     date_pairs,
     format_date,
+    lm_batches,
+    python_docs,
     random_dates,
+    scramble,
+    sentences,
     split_of,
+    train_val_split,
+    word_order_task,
 )
+from tfcourse.data import text as text_module
 from tfcourse.data.dates import FIRST_DATE, LAST_DATE
 
 # How the standard library reads each format back (strptime, in the C locale's English names).
@@ -133,3 +142,100 @@ def test_bad_data_arguments_get_clear_errors() -> None:
         batches_from_tensors(torch.zeros(4), torch.zeros(5), batch_size=2)
     with pytest.raises(ValueError, match="batch_size: expected at most the 4 rows"):
         batches_from_tensors(torch.zeros(4), batch_size=5)
+
+
+# --- the text corpus ---
+
+
+def test_python_docs_is_prose_and_deterministic() -> None:
+    text = python_docs()
+    stats = corpus_stats(text)
+    print(f"corpus: {stats}")
+    assert stats["characters"] > 200_000 and stats["words"] > 40_000
+    assert text == python_docs.__wrapped__()  # the same text when built again
+    assert not re.search(r"::=|>>>|\n\n|  |\*{3,}|={3,}", text)  # no code, headings
+    assert '"x and y" first evaluates x; if x is false' in text  # *emphasis* reduced
+    assert 'it should yield an iterable object.' in text
+    assert "CPython implementation detail: " in text  # **strong** reduced
+    assert all(ord(c) < 128 for c in text)
+    assert "Assert statements are a convenient way to insert debugging assertions into a " \
+           "program:" in text
+    lines = text.split("\n")
+    assert all(line == line.strip() and line for line in lines)
+
+
+def test_python_docs_explains_a_missing_topics_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pydoc_data.topics
+
+    monkeypatch.setattr(pydoc_data.topics, "topics", ["moved"])
+    with pytest.raises(RuntimeError, match="pydoc_data.topics.topics is no longer a dict of str"):
+        text_module._topics()
+    monkeypatch.delattr(pydoc_data.topics, "topics")
+    with pytest.raises(RuntimeError, match="this Python has no pydoc_data.topics.topics"):
+        text_module._topics()
+
+
+def test_train_val_split_cuts_at_a_line_break() -> None:
+    text = python_docs()
+    train, val = train_val_split(text, 0.1)
+    assert train + val == text and train.endswith("\n")
+    assert 0.09 < len(val) / len(text) < 0.11
+    with pytest.raises(ValueError, match=r"val_fraction: expected a number in \(0, 1\), got 1"):
+        train_val_split(text, 1)
+
+
+def test_sentences() -> None:
+    text = 'One sentence, e.g. this one. Another in 3.11? "Quoted" text!\nA new line'
+    assert sentences(text) == ["One sentence, e.g. this one.", "Another in 3.11?",
+                               '"Quoted" text!', "A new line"]
+    assert len(sentences(python_docs())) > 2000
+
+
+def test_lm_batches_are_random_windows_deterministic_in_step() -> None:
+    ids = torch.arange(1000)
+    batches = lm_batches(ids, batch_size=8, block_size=16, seed=0)
+    windows = batches(3)
+    assert windows.shape == (8, 17) and windows.dtype == torch.long
+    assert torch.equal(windows[:, 1:] - windows[:, :-1], torch.ones(8, 16, dtype=torch.long))
+    assert torch.equal(windows, lm_batches(ids, batch_size=8, block_size=16, seed=0)(3))
+    assert not torch.equal(windows, batches(4))
+    assert not torch.equal(windows, lm_batches(ids, batch_size=8, block_size=16, seed=1)(3))
+    last = lm_batches(torch.arange(5), batch_size=64, block_size=4)(0)
+    assert (last == torch.arange(5)).all()  # the only window of a text of block_size + 1 ids
+    with pytest.raises(ValueError, match="block_size: expected at most 4 for 5 ids, got 5"):
+        lm_batches(torch.arange(5), batch_size=1, block_size=5)
+    with pytest.raises(TypeError, match="ids: expected a LongTensor"):
+        lm_batches(torch.zeros(10), batch_size=1, block_size=2)
+
+
+def test_scramble_never_returns_the_sentence() -> None:
+    rng = random.Random(0)
+    for _ in range(200):
+        for swaps in (None, 1, 3):
+            assert scramble("It is so.", rng, swaps) != "It is so."
+            assert scramble("a a b", rng, swaps) != "a a b"
+    out = scramble("The cat sat on the mat.", random.Random(1))
+    assert out[0].isupper() and out.endswith(".") and out.count(".") == 1
+    assert sorted(out.lower().rstrip(".").split()) == sorted("the cat sat on the mat".split())
+
+
+def test_word_order_task_is_balanced_and_disjoint() -> None:
+    train_text, val_text = train_val_split(python_docs())
+    train = word_order_task(sentences(train_text), 256, seed=0)
+    test = word_order_task(sentences(val_text), 200, seed=1, exclude=sentences(train_text))
+    assert train == word_order_task(sentences(train_text), 256, seed=0)
+    for examples in (train, test):
+        labels = [label for _, label in examples]
+        assert sorted(set(labels)) == [0, 1] and labels.count(0) == len(labels) // 2
+        assert all(6 <= len(s.split()) <= 30 for s, _ in examples)
+    originals = set(sentences(train_text))
+    assert all((s in originals) == bool(label) for s, label in train)  # 0: never as written
+    words = {" ".join(sorted(s.lower().split())) for s, _ in train}
+    assert not words & {" ".join(sorted(s.lower().split())) for s, _ in test}
+    swapped = word_order_task(sentences(train_text), 64, seed=0, swaps=1)
+    for (s, label), (original, _) in zip(swapped, word_order_task(sentences(train_text), 64,
+                                                                   seed=0), strict=True):
+        differ = sum(a != b for a, b in zip(s.split(), original.split(), strict=True))
+        assert differ == (0 if label else 2) or not label and s.lower() != original.lower()
+    with pytest.raises(ValueError, match="n: expected at most the 1 usable sentences"):
+        word_order_task(["one two three four five six."], 2)

@@ -1,6 +1,8 @@
 """Data for the course, generated or shipped with Python: nothing is downloaded.
 
 * :mod:`tfcourse.data.dates`: the date-translation task (chapter 2);
+* :mod:`tfcourse.data.text`: the prose of Python's help pages, shipped with CPython (chapter 3:
+  language models, and the word-order task for fine-tuning);
 * :mod:`tfcourse.data.batching`: batches as a deterministic function of the step, which makes
   resumed training runs repeat exactly.
 """
@@ -14,15 +16,31 @@ from tfcourse.data.dates import (
     random_dates,
     split_of,
 )
+from tfcourse.data.text import (
+    corpus_stats,
+    lm_batches,
+    python_docs,
+    scramble,
+    sentences,
+    train_val_split,
+    word_order_task,
+)
 
 __all__ = [
     "DATE_FORMATS",
     "DateTask",
     "batches_from_tensors",
+    "corpus_stats",
     "date_pairs",
     "format_date",
+    "lm_batches",
+    "python_docs",
     "random_dates",
+    "scramble",
+    "sentences",
     "split_of",
     "step_generator",
     "step_seed",
+    "train_val_split",
+    "word_order_task",
 ]
