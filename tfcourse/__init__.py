@@ -17,7 +17,7 @@ Modules: :mod:`tfcourse.runtime` (device, dtype, seeding, threads),
 :mod:`tfcourse.masks`, :mod:`tfcourse.attention`, :mod:`tfcourse.checks` (the contract-check
 kit used by lessons, tests and graders), :mod:`tfcourse.plotting`, :mod:`tfcourse.bench`,
 :mod:`tfcourse.tokenizers`, :mod:`tfcourse.data` (the course's data sets, generated or shipped with
-Python).
+Python), :mod:`tfcourse.training` (the trainer every chapter uses).
 """
 
 from tfcourse.attention import (
@@ -30,12 +30,16 @@ from tfcourse.attention import (
 from tfcourse.masks import causal_mask, combine_masks, padding_mask, to_additive_mask
 from tfcourse.runtime import autocast_dtype, default_device, pin_threads, seed_everything
 from tfcourse.tokenizers import CharTokenizer, WordTokenizer
+from tfcourse.training import History, TrainConfig, Trainer
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CharTokenizer",
+    "History",
     "MultiHeadAttention",
+    "TrainConfig",
+    "Trainer",
     "WordTokenizer",
     "autocast_dtype",
     "causal_mask",

@@ -1,12 +1,17 @@
-"""Plots of attention weights (book: chapter 1, and every chapter that shows attention maps)."""
+"""Plots of attention weights (book: chapter 1, and every chapter that shows attention maps) and
+of training histories (every chapter that trains)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from tfcourse import _validate
+
+if TYPE_CHECKING:
+    from tfcourse.training import History
 
 
 def plot_attention(
@@ -75,3 +80,50 @@ def plot_attention_heads(
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_history(
+    history: History | Mapping[str, History],
+    ax: object | None = None,
+    metrics: str | Sequence[str] = "loss",
+    *,
+    logy: bool = False,
+    title: str | None = None,
+) -> object:
+    """Curves of a :class:`~tfcourse.training.History` against the step: training series (loss,
+    lr, grad_norm, a metric of ``loss_fn``) as lines, evaluation metrics as lines with markers.
+    Give a dict ``{label: history}`` to compare runs on one plot. Returns the matplotlib
+    ``Axes``."""
+    import matplotlib.pyplot as plt
+
+    from tfcourse.training import History
+
+    runs = {"": history} if isinstance(history, History) else history
+    if not isinstance(runs, Mapping) or not runs or not all(
+            isinstance(h, History) for h in runs.values()):
+        raise TypeError("history: expected a History or a non-empty dict of them, got "
+                        f"{type(history).__name__}")
+    names = [metrics] if isinstance(metrics, str) else list(metrics)
+    if not names:
+        raise ValueError("metrics: expected at least one name, got none")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.5))
+    for label, run in runs.items():
+        for name in names:
+            try:
+                steps, values = run.series(name)
+            except KeyError as error:
+                raise ValueError(f"metrics: {error.args[0]}") from None
+            is_eval = not any(name in r for r in run.train)
+            text = " ".join(part for part in (label, name if len(names) > 1 or not label else "")
+                            if part)
+            ax.plot(steps, values, marker="o" if is_eval else None, markersize=3, label=text)
+    ax.set_xlabel("step")
+    ax.set_ylabel(names[0] if len(names) == 1 else "value")
+    if logy:
+        ax.set_yscale("log")
+    if len(runs) > 1 or len(names) > 1:
+        ax.legend()
+    if title:
+        ax.set_title(title)
+    return ax
