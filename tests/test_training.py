@@ -207,6 +207,7 @@ def test_eval_and_loss_fn_metrics_land_in_the_history() -> None:
     assert len(history.series("mae")[1]) == len(history.steps) == 9
     assert history.last("examples_per_s") > 0
     assert set(history.as_dict()) == {"train", "eval"}
+    assert History().loss == [] and History().steps == []
     with pytest.raises(KeyError, match="no series 'bleu'"):
         history.last("bleu")
 
@@ -286,6 +287,8 @@ def test_progress_rewrites_one_line_on_a_terminal(monkeypatch, capsys) -> None:
     (dict(weight_decay=-1), "weight_decay: expected a number >= 0"),
     (dict(min_lr_ratio=2), r"min_lr_ratio: expected a number in \[0, 1\]"),
     (dict(betas=(0.9, 1.0)), r"betas: expected two numbers in \[0, 1\)"),
+    (dict(betas=0.9), r"betas: expected two numbers in \[0, 1\)"),
+    (dict(lr="1e-3"), "lr: expected a number > 0, got '1e-3'"),
     (dict(grad_clip=0), "grad_clip: expected a number > 0 or None"),
     (dict(device="gpu:0"), "device: expected a torch device"),
     (dict(log_every=0), "log_every: expected an int >= 1"),

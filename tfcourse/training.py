@@ -78,6 +78,11 @@ def lr_schedule(
     return 1.0
 
 
+def _number(value: object, name: str, wanted: str, ok: Callable[[float], bool]) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not ok(value):
+        raise ValueError(f"{name}: expected a number {wanted}, got {value!r}")
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Everything a run depends on besides the model, the loss and the data.
@@ -114,20 +119,18 @@ class TrainConfig:
         if self.warmup_steps > self.steps:
             raise ValueError(f"warmup_steps: expected at most steps={self.steps}, "
                              f"got {self.warmup_steps}")
-        for name in ("lr", "weight_decay", "min_lr_ratio"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0 or (
-                    name == "lr" and value == 0) or (name == "min_lr_ratio" and value > 1):
-                wanted = {"lr": "> 0", "weight_decay": ">= 0", "min_lr_ratio": "in [0, 1]"}
-                raise ValueError(f"{name}: expected a number {wanted[name]}, got {value!r}")
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+        _number(self.lr, "lr", "> 0", lambda x: x > 0)
+        _number(self.weight_decay, "weight_decay", ">= 0", lambda x: x >= 0)
+        _number(self.min_lr_ratio, "min_lr_ratio", "in [0, 1]", lambda x: 0 <= x <= 1)
+        if not isinstance(self.betas, tuple | list) or len(self.betas) != 2 or not all(
+                isinstance(b, int | float) and 0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas: expected two numbers in [0, 1), got {self.betas!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule: expected one of {SCHEDULES}, got {self.schedule!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision: expected one of {PRECISIONS}, got {self.precision!r}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"grad_clip: expected a number > 0 or None, got {self.grad_clip!r}")
+        if self.grad_clip is not None:
+            _number(self.grad_clip, "grad_clip", "> 0 or None", lambda x: x > 0)
         if self.device is not None:
             try:
                 torch.device(self.device)
@@ -180,19 +183,19 @@ class History:
 
     @property
     def loss(self) -> list[float]:
-        return self.series("loss")[1]
+        return [r["loss"] for r in self.train]
 
     @property
     def lr(self) -> list[float]:
-        return self.series("lr")[1]
+        return [r["lr"] for r in self.train]
 
     @property
     def grad_norm(self) -> list[float]:
-        return self.series("grad_norm")[1]
+        return [r["grad_norm"] for r in self.train]
 
     @property
     def seconds(self) -> list[float]:
-        return self.series("seconds")[1]
+        return [r["seconds"] for r in self.train]
 
     def as_dict(self) -> dict[str, list[dict[str, float]]]:
         """Plain lists and dicts (what a checkpoint stores; ``History(**d)`` rebuilds it)."""
