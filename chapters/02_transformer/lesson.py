@@ -284,7 +284,7 @@ print(f"FFN(C={C}, F={4 * C}): {num_parameters} parameters = 8C^2 + 5C; "
 # | sublayer | queries | keys, values | mask |
 # |---|---|---|---|
 # | encoder self-attention | source (S) | source (S) | source padding |
-# | decoder self-attention | target (T) | target (T) | causal (and target padding) |
+# | decoder self-attention | target (T) | target (T) | causal |
 # | decoder cross-attention | target (T) | memory (S) | source padding |
 #
 # * **Padding.** The sentences of a batch have different lengths and are padded to the longest
@@ -293,7 +293,8 @@ print(f"FFN(C={C}, F={4 * C}): {num_parameters} parameters = 8C^2 + 5C; "
 # * **Causality.** The decoder is trained on whole target sequences (section 7), but at step $t$ it
 #   will have produced only tokens $0, \dots, t-1$: position $t$ must not see later positions.
 #   The causal mask goes on the decoder's *self*-attention only: the whole source is known from
-#   the start.
+#   the start. (Target padding comes after the real tokens, so the causal mask already hides it
+#   from them, and the loss leaves padded positions out.)
 #
 # `tc.Transformer` puts it together: embeddings and positions for both sides, an `Encoder` of
 # $L$ layers, a `Decoder` of $L$ layers, a final linear layer to the target vocabulary. The
@@ -335,8 +336,7 @@ print("padding changes no output; the logits at t depend only on target tokens <
 # ## 6. The same function as `nn.Transformer`
 #
 # PyTorch's `nn.Transformer` is the encoder-decoder core of the paper (post-LN, with a final
-# LayerNorm after each stack, as in the paper's reference code), without embeddings or output
-# layer. `load_core_from_torch` copies its weights into the encoder and decoder stacks of a
+# LayerNorm after each stack), without embeddings or output layer. `load_core_from_torch` copies its weights into the encoder and decoder stacks of a
 # `tc.Transformer` built with `norm_first=False`; both must then compute the same function on the
 # same embedded inputs, with the same masks (PyTorch's masks are `True` = blocked, hence the `~`
 # and the `padding` as is).
