@@ -74,9 +74,11 @@ print(f"torch {torch.__version__}, tfcourse {tc.__version__}, "
 C, V, T = 64, 1000, 32
 pe = tc.sinusoidal_encoding(T, C)  # (T, C)
 tokens = torch.randint(V, (T,))
+initial_std = tc.TokenEmbedding(V, C).weight.std().item()
+assert abs(initial_std * C**0.5 - 1) < 0.1  # the text below relies on it
 print(f"||PE_pos|| = {pe.norm(dim=-1).mean():.3f} for every pos (sqrt(C/2) = "
       f"{math.sqrt(C / 2):.3f}); tc.TokenEmbedding's initial std: "
-      f"{tc.TokenEmbedding(V, C).weight.std():.4f} (1/sqrt(C) = {C ** -0.5:.4f})\n")
+      f"{initial_std:.4f} (1/sqrt(C) = {C ** -0.5:.4f})\n")
 print(f"{'initial std of E':>17} {'scaled':>7} {'||token||':>10} {'position share':>15}")
 for std_name, std in (("1 (nn.Embedding)", 1.0), ("1/sqrt(C)", C ** -0.5)):
     for scale in (False, True):
