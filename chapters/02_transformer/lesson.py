@@ -564,7 +564,8 @@ src = src_tok.encode_batch(examples).to(device)
 tgt = tgt_tok.encode_batch(targets, add_bos=True, add_eos=True).to(device)
 with torch.no_grad():
     maps = model.cross_attention_weights(src, tgt[:, :-1]).mean(dim=1)  # (B, T, S)
-fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
+fig, axes = plt.subplots(1, 3, figsize=(15, 4.8),
+                         gridspec_kw={"width_ratios": [len(s) for s in examples]})
 for b, (ax, source, target) in enumerate(zip(axes, examples, targets, strict=True)):
     outputs = list(target) + ["<eos>"]  # row t writes this token
     plot_attention(maps[b, :, :len(source)], query_labels=outputs, key_labels=list(source),
