@@ -11,13 +11,18 @@ S     key/value positions (sequence length of keys, values)   m
 C     model width                                              d_model
 H     number of attention heads                                h
 D     width of one head, C / H                                 d_k = d_v
+V     vocabulary size (number of token ids)
+F     hidden width of the feed-forward network                d_ff
+L     number of layers in a stack                              N
 ====  =======================================================  ==============
 
 Modules: :mod:`tfcourse.runtime` (device, dtype, seeding, threads),
 :mod:`tfcourse.masks`, :mod:`tfcourse.attention`, :mod:`tfcourse.checks` (the contract-check
 kit used by lessons, tests and graders), :mod:`tfcourse.plotting`, :mod:`tfcourse.bench`,
 :mod:`tfcourse.tokenizers`, :mod:`tfcourse.data` (the course's data sets, generated or shipped with
-Python), :mod:`tfcourse.training` (the trainer every chapter uses).
+Python), :mod:`tfcourse.training` (the trainer every chapter uses), :mod:`tfcourse.embeddings`,
+:mod:`tfcourse.feedforward`, :mod:`tfcourse.transformer` (chapter 2), :mod:`tfcourse.kv_cache`,
+:mod:`tfcourse.language_models` (chapter 3).
 """
 
 from tfcourse.attention import (
@@ -27,30 +32,72 @@ from tfcourse.attention import (
     scaled_dot_product_attention,
     split_heads,
 )
+from tfcourse.embeddings import (
+    LearnedPositionalEmbedding,
+    SinusoidalPositionalEncoding,
+    TokenEmbedding,
+    shift_rotation,
+    sinusoidal_encoding,
+)
+from tfcourse.feedforward import FeedForward
+from tfcourse.kv_cache import KVCache
+from tfcourse.language_models import (
+    DecoderOnlyLM,
+    EncoderOnlyLM,
+    SequenceClassifier,
+    mask_tokens,
+    next_token_loss,
+)
 from tfcourse.masks import causal_mask, combine_masks, padding_mask, to_additive_mask
 from tfcourse.runtime import autocast_dtype, default_device, pin_threads, seed_everything
 from tfcourse.tokenizers import CharTokenizer, WordTokenizer
 from tfcourse.training import History, TrainConfig, Trainer
+from tfcourse.transformer import (
+    Decoder,
+    DecoderLayer,
+    Encoder,
+    EncoderLayer,
+    Transformer,
+    shift_right,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CharTokenizer",
+    "Decoder",
+    "DecoderLayer",
+    "DecoderOnlyLM",
+    "Encoder",
+    "EncoderLayer",
+    "EncoderOnlyLM",
+    "FeedForward",
     "History",
+    "KVCache",
+    "LearnedPositionalEmbedding",
     "MultiHeadAttention",
+    "SequenceClassifier",
+    "SinusoidalPositionalEncoding",
+    "TokenEmbedding",
     "TrainConfig",
     "Trainer",
+    "Transformer",
     "WordTokenizer",
     "autocast_dtype",
     "causal_mask",
     "combine_masks",
     "default_device",
     "fused_scaled_dot_product_attention",
+    "mask_tokens",
     "merge_heads",
+    "next_token_loss",
     "padding_mask",
     "pin_threads",
     "scaled_dot_product_attention",
     "seed_everything",
+    "shift_right",
+    "shift_rotation",
+    "sinusoidal_encoding",
     "split_heads",
     "to_additive_mask",
 ]

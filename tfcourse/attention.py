@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tfcourse import _validate
+from tfcourse.kv_cache import KVCache
 from tfcourse.masks import causal_mask, combine_masks
 
 
@@ -174,7 +175,7 @@ class MultiHeadAttention(nn.Module):
 
     def _project(
         self, query: torch.Tensor, key: torch.Tensor | None, value: torch.Tensor | None,
-        mask: torch.Tensor | None, is_causal: bool,
+        mask: torch.Tensor | None, is_causal: bool, cache: KVCache | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         key = query if key is None else key
         value = key if value is None else value
@@ -182,20 +183,24 @@ class MultiHeadAttention(nn.Module):
             _validate.rank(t, name, 3, "(B, T, C)")
             _validate.size(t, name, -1, self.d_model, "C = d_model")
         B, T, _ = query.shape
-        S = key.shape[1]
         if value.shape[:2] != key.shape[:2] or key.shape[0] != B:
             raise ValueError(
                 f"key, value: expected shapes (B={B}, S, C) with the same S, got "
                 f"key {tuple(key.shape)}, value {tuple(value.shape)}"
             )
+        q = split_heads(self.q_proj(query), self.num_heads)  # (B, H, T, D)
+        if cache is not None and cache.static and len(cache):
+            k, v = cache.keys, cache.values  # cross-attention: projected on the first step
+        else:
+            k = split_heads(self.k_proj(key), self.num_heads)  # (B, H, S, D)
+            v = split_heads(self.v_proj(value), self.num_heads)  # (B, H, S, D)
+            if cache is not None:
+                k, v = cache.append(k, v)  # (B, H, S_cached + S, D)
+        S = k.shape[-2]
         if mask is not None:
             mask = _validate.mask(mask, "mask", (B, self.num_heads, T, S), "(B, H, T, S)")
-        if is_causal:
-            causal = causal_mask(T, S, device=query.device)
-            mask = combine_masks(mask, causal)
-        q = split_heads(self.q_proj(query), self.num_heads)  # (B, H, T, D)
-        k = split_heads(self.k_proj(key), self.num_heads)  # (B, H, S, D)
-        v = split_heads(self.v_proj(value), self.num_heads)  # (B, H, S, D)
+        if is_causal:  # with a cache, the T queries are the last T of the S positions
+            mask = combine_masks(mask, causal_mask(T, S, device=query.device))
         return q, k, v, mask
 
     def forward(
@@ -206,11 +211,13 @@ class MultiHeadAttention(nn.Module):
         mask: torch.Tensor | None = None,
         *,
         is_causal: bool = False,
+        cache: KVCache | None = None,
     ) -> torch.Tensor:
         """Attend from ``query`` (B, T, C) to ``key``/``value`` (B, S, C); self-attention when
         they are omitted. ``mask`` broadcasts to (B, H, T, S); ``is_causal`` adds the causal
-        mask."""
-        q, k, v, mask = self._project(query, key, value, mask, is_causal)
+        mask. With a :class:`~tfcourse.kv_cache.KVCache`, the new keys and values are appended
+        to it and the queries attend to everything cached (chapter 3)."""
+        q, k, v, mask = self._project(query, key, value, mask, is_causal, cache)
         dropout_p = self.dropout if self.training else 0.0
         if self.fused:
             out = fused_scaled_dot_product_attention(q, k, v, mask, dropout_p=dropout_p)
