@@ -13,6 +13,7 @@ scratch course folder, because ``--force`` deletes the whole release folder of a
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -80,10 +81,12 @@ def sources() -> list[Path]:
 
 def release(course: Path, assignment: str) -> None:
     """Run ``nbgrader generate_assignment`` in ``course`` (a copy of the course folder)."""
+    env = dict(os.environ)  # nbgrader calls `alembic` by name: put this environment's bin first
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     subprocess.run(
         [sys.executable, "-m", "nbgrader", "generate_assignment", assignment, "--force",
          "--log-level=WARN"],
-        cwd=course, check=True,
+        cwd=course, check=True, env=env,
     )
 
 
