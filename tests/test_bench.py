@@ -1,4 +1,4 @@
-"""tfcourse.bench: the attention benchmark runs and measures what it claims.
+"""tfcourse.bench: the attention and KV-cache benchmarks run and measures what it claims.
 
 These tests check that the figures exist and that the memory figure tells the two paths apart;
 speed targets are read from the printed figures, not asserted (the machines are noisy)."""
@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from tfcourse.bench.attention import attention_cost, mha_comparison
+from tfcourse.bench.kv_cache import kv_cache_speedup
 
 
 def test_explicit_attention_needs_memory_quadratic_in_length_and_fused_does_not() -> None:
@@ -36,4 +37,12 @@ def test_command_line_prints_the_table_and_the_ratio() -> None:
     assert "the speed of nn.MultiheadAttention" in result.stdout
     bad = subprocess.run([sys.executable, "-m", "tfcourse.bench", "nope"],
                          capture_output=True, text=True)
-    assert bad.returncode != 0 and "NAME is one of: attention" in bad.stderr
+    assert bad.returncode != 0 and "NAME is one of: attention, kv_cache" in bad.stderr
+
+
+def test_kv_cache_benchmark_generates_the_same_tokens_both_ways() -> None:
+    row = kv_cache_speedup(24, prompt_len=4, batch=2, d_model=32, num_heads=4, num_layers=2,
+                           vocab_size=50, device="cpu", repeats=1)
+    assert row["same_tokens"]
+    assert row["cached_s"] > 0 and row["recomputed_s"] > 0
+    assert row["speedup"] == row["recomputed_s"] / row["cached_s"]

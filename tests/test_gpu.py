@@ -51,3 +51,31 @@ def test_benchmark_measures_cuda_memory() -> None:
     peak = {(r["length"], r["path"]): r["peak_mib"] for r in rows}
     assert peak[(2048, "explicit")] >= 8 * 2048**2 * 4 / 2**20  # the (H, T, T) weights
     assert peak[(2048, "fused")] < peak[(2048, "explicit")] / 4
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_transformer_on_cuda_matches_the_cpu(dtype: torch.dtype) -> None:
+    torch.manual_seed(0)
+    model = tc.Transformer(30, 20, d_model=64, num_heads=4, num_encoder_layers=2,
+                           num_decoder_layers=2, d_ff=128, dropout=0.0).eval()
+    src, tgt = torch.randint(1, 30, (4, 13)), torch.randint(1, 20, (4, 9))
+    src[2, 7:] = 0
+    with torch.no_grad():
+        expected = model(src, tgt)
+        model.to(CUDA)
+        with torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
+            got = model(src.to(CUDA), tgt.to(CUDA))
+        out = model.greedy_decode(src.to(CUDA), bos_id=1, eos_id=2, max_len=8)
+    tolerance = 1e-4 if dtype == torch.float32 else 5e-2
+    checks.expect_close(got.float().cpu(), expected, rtol=tolerance, atol=tolerance)
+    assert out.device.type == "cuda" and out.shape[0] == 4
+
+
+def test_kv_cache_generation_on_cuda_equals_recomputation() -> None:
+    torch.manual_seed(0)
+    model = tc.DecoderOnlyLM(64, max_len=128, d_model=64, num_heads=4, num_layers=2).to(CUDA)
+    prompt = torch.randint(64, (3, 8), device=CUDA)
+    cached = model.generate(prompt, 100, greedy=True)
+    recomputed = model.generate(prompt, 100, greedy=True, use_cache=False)
+    assert cached.device.type == "cuda"
+    assert torch.equal(cached, recomputed)

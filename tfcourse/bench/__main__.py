@@ -2,10 +2,10 @@
 
 import sys
 
-from tfcourse.bench import attention
+from tfcourse.bench import attention, kv_cache
 from tfcourse.runtime import pin_threads
 
-BENCHMARKS = {"attention": attention.main}
+BENCHMARKS = {"attention": attention.main, "kv_cache": kv_cache.main}
 
 
 def main() -> None:
