@@ -318,8 +318,10 @@ try:
 except (RuntimeError, ValueError) as error:
     raise checks.ContractError(
         f"greedy_generate fails on a (2, 5) prompt with max_new_tokens=6 (max_len=16): {error}. "
-        "With a cache, run the model on the newest token only, (B, 1): fed the whole sequence, "
-        "the model places it after the cached positions, and soon past max_len") from None
+        "With a cache, each step feeds one token, (B, 1): the argmax of the last position, "
+        "logits[:, -1].argmax(-1, keepdim=True), not the argmax of every position, nor the whole "
+        "sequence (the model places what it is fed after the cached positions, and soon past "
+        "max_len)") from None
 finally:
     counter.remove()
 checks.expect_shape(got, (2, 5 + N), "greedy_generate(model, prompt (2, 5), 6)",
@@ -731,7 +733,8 @@ def _hidden_tests() -> bool:
             got = mean_pool(h, tokens, pad_id=pad)
             (got * torch.randn(got.shape, generator=gen, dtype=dtype)).sum().backward()
         name = f"mean_pool on h {(B, T, C)} {dtype}, pad_id={pad}"
-        checks.expect_close(got, want, name)
+        checks.expect_close(got, want, name, hint="the mean over the positions whose token is "
+                            "not pad_id, divided by their number")
         assert torch.equal(h.detach(), h_before), f"{name} changed h"
         assert h.grad is not None and h.grad[padded].abs().sum() == 0, (
             f"{name}: a gradient reaches the padding positions")
