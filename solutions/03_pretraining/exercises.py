@@ -195,7 +195,7 @@ def _hidden_tests() -> bool:
         for got in results:
             got.backward()
     for (logits, tokens, pad), (z0, x0), got in zip(cases, copies, results, strict=True):
-        B, T, V = logits.shape
+        B, T, V = tuple(logits.shape)
         name = f"next_token_loss on logits {(B, T, V)} {logits.dtype}, pad_id={pad}"
         log_p = logits.detach().double().log_softmax(-1)[:, :-1]  # (B, T-1, V)
         picked = log_p.gather(-1, tokens[:, 1:, None])[..., 0]  # (B, T-1)
@@ -563,7 +563,7 @@ def _corruption_checks(name, tokens, inputs, labels, special_ids, mask_id, vocab
     rate = chosen.sum().item() / n_ordinary
     std = (p * (1 - p) / n_ordinary) ** 0.5
     assert abs(rate - p) < max(6 * std, 1e-9), f"{name}: {rate:.3f} chosen, expected {p}"
-    n = int(chosen.sum())
+    n_chosen = int(chosen.sum())
     masked = (inputs[chosen] == mask_id).double().mean().item()
     same = (inputs[chosen] == tokens[chosen]).double().mean().item()
     replaced = inputs[chosen & (inputs != mask_id) & (inputs != tokens)]
@@ -571,9 +571,9 @@ def _corruption_checks(name, tokens, inputs, labels, special_ids, mask_id, vocab
         f"{name}: a random token is a special id")
     assert bool(((replaced >= 0) & (replaced < vocab_size)).all()), f"{name}: ids out of range"
     ordinary = vocab_size - len(set(special_ids))
-    margin = 6 * (0.8 * 0.2 / n) ** 0.5
+    margin = 6 * (0.8 * 0.2 / n_chosen) ** 0.5
     assert abs(masked - 0.8) < margin, f"{name}: {masked:.3f} of the chosen tokens masked"
-    share = replaced.numel() / n  # 0.1, or a little less when r_i may equal x_i
+    share = replaced.numel() / n_chosen  # 0.1, or a little less when r_i may equal x_i
     assert 0.1 - 0.1 / ordinary - margin < share < 0.1 + margin, f"{name}: random share"
     assert 0.1 - margin < same < 0.1 + 0.1 / ordinary + margin, f"{name}: unchanged share"
     return replaced
@@ -588,9 +588,8 @@ def _hidden_tests() -> bool:
     tokens = torch.randint(0, V, (400, 1000), generator=gen)
     before = tokens.clone()
     with checks.forbid(forbidden, task="Exercise 3"):
-        inputs, labels = mask_tokens(tokens, mask_id=mask_id, vocab_size=V,
-                                     special_ids=special_ids,
-                                     generator=torch.Generator().manual_seed(5))
+        inputs, labels = mask_tokens(tokens, special_ids=special_ids, mask_id=mask_id,
+                                     vocab_size=V, generator=torch.Generator().manual_seed(5))
     assert torch.equal(tokens, before), "mask_tokens changed its input tokens"
     replaced = _corruption_checks("mask_tokens, V=50", tokens, inputs, labels, special_ids,
                                   mask_id, V, 0.15)
