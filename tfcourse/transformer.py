@@ -17,6 +17,8 @@ residual path is never normalised otherwise), for post-LN it makes the stacks eq
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -77,8 +79,8 @@ class DecoderLayer(nn.Module):
         self.norm_first = norm_first
         self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout)
         self.norm1 = nn.LayerNorm(d_model)  # around the self-attention
-        self.cross_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout) \
-            if cross_attention else None
+        self.cross_attn = (MultiHeadAttention(d_model, num_heads, dropout=dropout)
+                           if cross_attention else None)
         self.norm2 = nn.LayerNorm(d_model) if cross_attention else None  # around cross_attn
         self.feed_forward = FeedForward(d_model, d_ff, dropout=dropout, activation=activation)
         self.norm3 = nn.LayerNorm(d_model)  # around the feed-forward network
@@ -91,7 +93,9 @@ class DecoderLayer(nn.Module):
             raise ValueError("memory: this layer has no cross-attention (cross_attention=False); "
                              "pass memory=None")
 
-    def _sublayer(self, x: torch.Tensor, norm: nn.LayerNorm, sublayer) -> torch.Tensor:
+    def _sublayer(
+        self, x: torch.Tensor, norm: nn.LayerNorm, sublayer: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
         if self.norm_first:
             return x + self.dropout(sublayer(norm(x)))
         return norm(x + self.dropout(sublayer(x)))
