@@ -145,10 +145,10 @@ print(f"wavelengths from {wavelengths[0]:.2f} to {wavelengths[-1]:.0f} positions
 # identities give it pair by pair:
 #
 # $$
-# \begin{pmatrix} \sin \omega_i(\text{pos} + k) \\ \cos \omega_i(\text{pos} + k) \end{pmatrix}
-# = \begin{pmatrix} \cos \omega_i k & \sin \omega_i k \\ -\sin \omega_i k & \cos \omega_i k
+# \begin{pmatrix} \sin \omega_i(\text{pos} + k) \cr \cos \omega_i(\text{pos} + k) \end{pmatrix}
+# = \begin{pmatrix} \cos \omega_i k & \sin \omega_i k \cr -\sin \omega_i k & \cos \omega_i k
 # \end{pmatrix}
-# \begin{pmatrix} \sin \omega_i \text{pos} \\ \cos \omega_i \text{pos} \end{pmatrix} ,
+# \begin{pmatrix} \sin \omega_i \text{pos} \cr \cos \omega_i \text{pos} \end{pmatrix} ,
 # \tag{2.2}
 # $$
 #
