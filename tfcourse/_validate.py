@@ -71,3 +71,11 @@ def integer(x: object, name: str, minimum: int = 0) -> int:
     if not isinstance(x, int) or isinstance(x, bool) or x < minimum:
         raise ValueError(f"{name}: expected an int >= {minimum}, got {x!r}")
     return x
+
+
+def token_ids(x: object, name: str) -> torch.Tensor:
+    """``x`` is a (B, T) tensor of integer token ids."""
+    x = rank(x, name, 2, "(B, T) token ids")
+    if x.is_floating_point() or x.dtype == torch.bool:
+        raise TypeError(f"{name}: expected integer token ids, got dtype {x.dtype}")
+    return x

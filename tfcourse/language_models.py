@@ -26,13 +26,6 @@ from tfcourse.transformer import Decoder, Encoder
 IGNORE_INDEX = -100  # F.cross_entropy's default ignore_index: positions without a label
 
 
-def _check_tokens(tokens: object, name: str = "tokens") -> torch.Tensor:
-    tokens = _validate.rank(tokens, name, 2, "(B, T) token ids")
-    if tokens.is_floating_point() or tokens.dtype == torch.bool:
-        raise TypeError(f"{name}: expected integer token ids, got dtype {tokens.dtype}")
-    return tokens
-
-
 class _LanguageModel(nn.Module):
     """Embeddings, a stack of pre-LN layers, and the tied output layer."""
 
@@ -48,7 +41,8 @@ class _LanguageModel(nn.Module):
             self.head.weight = self.embed.weight  # (V, C)
 
     def _embed(self, tokens: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        return self.dropout(self.positions(self.embed(_check_tokens(tokens)), offset))
+        x = self.embed(_validate.token_ids(tokens, "tokens"))  # (B, T, C)
+        return self.dropout(self.positions(x, offset))
 
 
 class DecoderOnlyLM(_LanguageModel):
@@ -90,7 +84,7 @@ class DecoderOnlyLM(_LanguageModel):
         each step runs the newest token only; without, it reruns the whole prefix (the same
         tokens, more work: chapter 3 measures the difference). Runs in eval mode.
         """
-        prompt = _check_tokens(prompt, "prompt")
+        prompt = _validate.token_ids(prompt, "prompt")
         _validate.integer(max_new_tokens, "max_new_tokens", 1)
         if prompt.shape[1] + max_new_tokens > self.max_len:
             raise ValueError(f"max_new_tokens: the prompt's {prompt.shape[1]} tokens plus "
@@ -135,7 +129,8 @@ class EncoderOnlyLM(_LanguageModel):
 
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
         """Tokens (B, T) -> contextual vectors (B, T, C)."""
-        mask = (_check_tokens(tokens) != self.pad_id)[:, None, None, :]  # (B, 1, 1, T)
+        tokens = _validate.token_ids(tokens, "tokens")
+        mask = (tokens != self.pad_id)[:, None, None, :]  # (B, 1, 1, T)
         return self.encoder(self._embed(tokens), mask)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -185,7 +180,7 @@ def next_token_loss(
     ``ignore_index`` (padding) are left out of the mean.
     """
     logits = _validate.rank(_validate.floating(logits, "logits"), "logits", 3, "(B, T, V)")
-    tokens = _check_tokens(tokens)
+    tokens = _validate.token_ids(tokens, "tokens")
     if logits.shape[:2] != tokens.shape:
         raise ValueError(f"logits: expected (B, T) = {tuple(tokens.shape)} like tokens, got "
                          f"shape {tuple(logits.shape)}")
@@ -209,7 +204,7 @@ def mask_tokens(
     corrupted tokens, and the original token at selected positions and ``-100`` (ignored by
     ``F.cross_entropy``) elsewhere. ``tokens`` is not changed.
     """
-    tokens = _check_tokens(tokens)
+    tokens = _validate.token_ids(tokens, "tokens")
     _validate.integer(mask_id, "mask_id")
     _validate.integer(vocab_size, "vocab_size", 1)
     if not 0.0 < mask_prob <= 1.0:

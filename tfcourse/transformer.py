@@ -236,24 +236,17 @@ class Transformer(nn.Module):
         if tie_weights:
             self.head.weight = self.tgt_embed.weight  # (V, C): one table, two uses
 
-    @staticmethod
-    def _check_tokens(tokens: object, name: str) -> torch.Tensor:
-        tokens = _validate.rank(tokens, name, 2, "(B, T) token ids")
-        if tokens.is_floating_point() or tokens.dtype == torch.bool:
-            raise TypeError(f"{name}: expected integer token ids, got dtype {tokens.dtype}")
-        return tokens
-
     def source_mask(self, src: torch.Tensor) -> torch.Tensor:
         """(B, 1, 1, S) boolean mask, False at the padded source positions."""
-        return (self._check_tokens(src, "src") != self.pad_id)[:, None, None, :]
+        return (_validate.token_ids(src, "src") != self.pad_id)[:, None, None, :]
 
     def encode(self, src: torch.Tensor) -> torch.Tensor:
         """Source ids (B, S) -> memory (B, S, C)."""
-        x = self.dropout(self.positions(self.src_embed(self._check_tokens(src, "src"))))
+        x = self.dropout(self.positions(self.src_embed(_validate.token_ids(src, "src"))))
         return self.encoder(x, self.source_mask(src))
 
     def _embed_target(self, tgt_in: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        tgt_in = self._check_tokens(tgt_in, "tgt_in")
+        tgt_in = _validate.token_ids(tgt_in, "tgt_in")
         return self.dropout(self.positions(self.tgt_embed(tgt_in), offset))  # (B, T, C)
 
     def decode(
