@@ -21,11 +21,11 @@ EXERCISES = {
     "mha": ("mha", ("mha_test", "mha_hidden")),
 }
 
-SOFTMAX = ("softmax_test", "softmax_hidden")
-MASK = ("causal_mask_test", "causal_mask_hidden")
-ATTENTION = ("attention_test", "attention_hidden")
-HEADS = ("heads_test", "heads_hidden")
-MHA = ("mha_test", "mha_hidden")
+SOFTMAX = EXERCISES["softmax"][1]
+MASK = EXERCISES["causal_mask"][1]
+ATTENTION = EXERCISES["attention"][1]
+HEADS = EXERCISES["heads"][1]
+MHA = EXERCISES["mha"][1]
 
 MHA_CLASS = '''
 class MultiHeadAttention(nn.Module):

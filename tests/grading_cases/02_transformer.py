@@ -24,11 +24,11 @@ EXERCISES = {
     "teacher_forcing": ("teacher_forcing", ("teacher_forcing_test", "teacher_forcing_hidden")),
 }
 
-PE = ("pe_test", "pe_hidden")
-ENCODER = ("encoder_test", "encoder_hidden")
-DECODER = ("decoder_test", "decoder_hidden")
-SHIFT = ("shift_test", "shift_hidden")
-TEACHER = ("teacher_forcing_test", "teacher_forcing_hidden")
+PE = EXERCISES["pe"][1]
+ENCODER = EXERCISES["encoder"][1]
+DECODER = EXERCISES["decoder"][1]
+SHIFT = EXERCISES["shift"][1]
+TEACHER = EXERCISES["teacher_forcing"][1]
 
 ENCODER_CLASS = '''
 class EncoderLayer(nn.Module):

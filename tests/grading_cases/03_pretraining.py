@@ -25,10 +25,10 @@ EXERCISES = {
     "pool": ("pool", ("pool_test", "pool_hidden")),
 }
 
-LOSS = ("loss_test", "loss_hidden")
-GENERATE = ("generate_test", "generate_hidden")
-MASK = ("mask_test", "mask_hidden")
-POOL = ("pool_test", "pool_hidden")
+LOSS = EXERCISES["loss"][1]
+GENERATE = EXERCISES["generate"][1]
+MASK = EXERCISES["mask"][1]
+POOL = EXERCISES["pool"][1]
 
 
 def function(signature: str, body: str) -> str:
