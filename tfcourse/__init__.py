@@ -22,7 +22,8 @@ kit used by lessons, tests and graders), :mod:`tfcourse.plotting`, :mod:`tfcours
 :mod:`tfcourse.tokenizers`, :mod:`tfcourse.data` (the course's data sets, generated or shipped with
 Python), :mod:`tfcourse.training` (the trainer every chapter uses), :mod:`tfcourse.embeddings`,
 :mod:`tfcourse.feedforward`, :mod:`tfcourse.transformer` (chapter 2), :mod:`tfcourse.kv_cache`,
-:mod:`tfcourse.language_models` (chapter 3).
+:mod:`tfcourse.language_models` (chapter 3), :mod:`tfcourse.vit`, :mod:`tfcourse.convnet` and
+:mod:`tfcourse.classification` (chapter 4).
 """
 
 from tfcourse.attention import (
@@ -32,6 +33,7 @@ from tfcourse.attention import (
     scaled_dot_product_attention,
     split_heads,
 )
+from tfcourse.convnet import ConvNet
 from tfcourse.embeddings import (
     LearnedPositionalEmbedding,
     SinusoidalPositionalEncoding,
@@ -60,11 +62,13 @@ from tfcourse.transformer import (
     Transformer,
     shift_right,
 )
+from tfcourse.vit import PatchEmbedding, VisionTransformer, ViTBlock, attention_rollout, patchify
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CharTokenizer",
+    "ConvNet",
     "Decoder",
     "DecoderLayer",
     "DecoderOnlyLM",
@@ -76,13 +80,17 @@ __all__ = [
     "KVCache",
     "LearnedPositionalEmbedding",
     "MultiHeadAttention",
+    "PatchEmbedding",
     "SequenceClassifier",
     "SinusoidalPositionalEncoding",
     "TokenEmbedding",
     "TrainConfig",
     "Trainer",
     "Transformer",
+    "ViTBlock",
+    "VisionTransformer",
     "WordTokenizer",
+    "attention_rollout",
     "autocast_dtype",
     "causal_mask",
     "combine_masks",
@@ -92,6 +100,7 @@ __all__ = [
     "merge_heads",
     "next_token_loss",
     "padding_mask",
+    "patchify",
     "pin_threads",
     "scaled_dot_product_attention",
     "seed_everything",

@@ -3,6 +3,8 @@
 * :mod:`tfcourse.data.dates`: the date-translation task (chapter 2);
 * :mod:`tfcourse.data.text`: the prose of Python's help pages, shipped with CPython (chapter 3:
   language models, and the word-order task for fine-tuning);
+* :mod:`tfcourse.data.digits`: handwritten digits, real images shipped with scikit-learn
+  (chapters 4 to 6);
 * :mod:`tfcourse.data.batching`: batches as a deterministic function of the step, which makes
   resumed training runs repeat exactly.
 """
@@ -16,6 +18,7 @@ from tfcourse.data.dates import (
     random_dates,
     split_of,
 )
+from tfcourse.data.digits import DigitImages, digit_batches, load_digit_images, random_shift
 from tfcourse.data.text import (
     corpus_stats,
     lm_batches,
@@ -29,13 +32,17 @@ from tfcourse.data.text import (
 __all__ = [
     "DATE_FORMATS",
     "DateTask",
+    "DigitImages",
     "batches_from_tensors",
     "corpus_stats",
     "date_pairs",
+    "digit_batches",
     "format_date",
     "lm_batches",
+    "load_digit_images",
     "python_docs",
     "random_dates",
+    "random_shift",
     "scramble",
     "sentences",
     "split_of",

@@ -1,0 +1,127 @@
+"""Training and measuring image classifiers (book: chapters 4 to 6).
+
+The loss and the accuracy that every vision chapter uses, a throughput measurement, and the
+recipe of the chapter-4 ViT on the digits, which chapter 5 reuses without retraining: a trained
+model is kept in a cache folder, keyed by its recipe, so the second chapter loads it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tfcourse import _validate
+from tfcourse.data.digits import DigitImages, digit_batches, load_digit_images
+from tfcourse.training import History, TrainConfig, Trainer
+from tfcourse.vit import VisionTransformer
+
+# The chapter-4 model and its training (book: chapter 4, "Training"): 16x16 digits, 4x4 patches.
+DIGITS_VIT = dict(image_size=16, patch_size=4, in_channels=1, num_classes=10, d_model=64,
+                  num_heads=4, num_layers=6, d_ff=128)
+DIGITS_TRAINING = dict(steps=1200, batch_size=128, lr=2e-3, warmup_steps=100,
+                       weight_decay=0.05, max_shift=1, seed=0)
+
+
+def classification_loss(
+    model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Cross-entropy of ``model(images)`` against ``labels``, and the batch accuracy, in the form
+    :class:`tfcourse.Trainer` takes."""
+    images, labels = batch
+    logits = model(images)  # (B, classes)
+    accuracy = (logits.argmax(dim=-1) == labels).float().mean().item()
+    return F.cross_entropy(logits, labels), {"accuracy": accuracy}
+
+
+@torch.no_grad()
+def accuracy(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 512
+) -> float:
+    """The fraction of ``images`` (N, K, I, I) that ``model`` labels right, in eval mode."""
+    images = _validate.rank(_validate.floating(images, "images"), "images", 4, "(N, K, I, I)")
+    labels = _validate.rank(labels, "labels", 1, "(N,)")
+    _validate.size(labels, "labels", 0, len(images), "N, the number of images")
+    _validate.integer(batch_size, "batch_size", 1)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    correct = 0
+    for start in range(0, len(images), batch_size):
+        logits = model(images[start : start + batch_size].to(device))
+        correct += (logits.argmax(dim=-1).cpu() == labels[start : start + batch_size]).sum().item()
+    model.train(was_training)
+    return correct / len(images)
+
+
+@torch.no_grad()
+def throughput(
+    model: nn.Module, images: torch.Tensor, *, repeats: int = 5, warmup: int = 1,
+    dtype: torch.dtype | None = None,
+) -> float:
+    """Images per second of ``model`` in eval mode on the batch ``images``: the best of
+    ``repeats`` timed passes after ``warmup`` untimed ones (the best, because a busy machine only
+    ever slows a pass down). ``dtype`` runs under autocast to it (bf16 on a GPU)."""
+    images = _validate.rank(_validate.floating(images, "images"), "images", 4, "(B, K, I, I)")
+    _validate.integer(repeats, "repeats", 1)
+    _validate.integer(warmup, "warmup")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    images = images.to(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+    best = float("inf")
+    with autocast:
+        for i in range(warmup + repeats):
+            sync()
+            start = time.perf_counter()
+            model(images)
+            sync()
+            if i >= warmup:
+                best = min(best, time.perf_counter() - start)
+    model.train(was_training)
+    return len(images) / best
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("TFCOURSE_CACHE") or os.environ.get("XDG_CACHE_HOME")
+    return Path(root or Path.home() / ".cache") / "tfcourse"
+
+
+def train_digits_vit(
+    data: DigitImages | None = None, *, device: str | torch.device | None = None,
+    progress: bool = True, cache: bool = True,
+) -> tuple[VisionTransformer, History | None]:
+    """The chapter-4 ViT (:data:`DIGITS_VIT`) trained on the digits by :data:`DIGITS_TRAINING`.
+
+    With ``cache``, a model trained before with the same recipe and torch version is loaded from
+    ``$TFCOURSE_CACHE`` (default ``~/.cache/tfcourse``) instead, and the history is None. Returns
+    the model in eval mode.
+    """
+    recipe = {"model": DIGITS_VIT, "training": DIGITS_TRAINING, "torch": torch.__version__}
+    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+    path = _cache_dir() / f"digits_vit_{key}.pt"
+    model = VisionTransformer(**DIGITS_VIT)
+    if cache and path.exists():
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return model.to(device or next(model.parameters()).device).eval(), None
+    data = data if data is not None else load_digit_images(DIGITS_VIT["image_size"])
+    t = DIGITS_TRAINING
+    config = TrainConfig(steps=t["steps"], lr=t["lr"], warmup_steps=t["warmup_steps"],
+                         weight_decay=t["weight_decay"], seed=t["seed"], device=device,
+                         progress=progress)
+    batches = digit_batches(data, t["batch_size"], seed=t["seed"], max_shift=t["max_shift"])
+    history = Trainer(model, classification_loss, batches, config).fit()
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        torch.save(model.state_dict(), partial)
+        partial.replace(path)  # atomic: a reader never sees half a file
+    return model.eval(), history
