@@ -170,3 +170,34 @@ def test_convnet_shapes_and_errors():
     assert model(torch.rand(2, 1, 16, 16)).shape == (2, 10)
     with pytest.raises(ValueError, match="images: expected size 1 in dimension 1"):
         model(torch.rand(2, 3, 16, 16))
+
+
+def test_trained_digits_vit_is_cached_with_its_history(tmp_path, monkeypatch):
+    from tfcourse import classification
+
+    monkeypatch.setenv("TFCOURSE_CACHE", str(tmp_path))
+    monkeypatch.setitem(classification.DIGITS_TRAINING, "steps", 3)
+    monkeypatch.setitem(classification.DIGITS_TRAINING, "warmup_steps", 1)
+    data = load_digit_images(16)
+    trained, history = classification.train_digits_vit(data, device="cpu", progress=False)
+    assert len(list(tmp_path.glob("tfcourse/digits_vit_*.pt"))) == 1
+    loaded, loaded_history = classification.train_digits_vit(data, device="cpu")
+    assert not loaded.training
+    assert loaded_history.as_dict() == history.as_dict()
+    for a, b in zip(trained.state_dict().values(), loaded.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    # another recipe is another file
+    monkeypatch.setitem(classification.DIGITS_TRAINING, "steps", 2)
+    classification.train_digits_vit(data, device="cpu", progress=False)
+    paths = sorted(tmp_path.glob("tfcourse/digits_vit_*.pt"), key=lambda p: p.stat().st_mtime)
+    assert len(paths) == 2
+    # a saved model is loaded as it is, unless retrain trains again and replaces it
+    saved = torch.load(paths[-1], weights_only=True)
+    saved["model"] = {name: torch.zeros_like(w) for name, w in saved["model"].items()}
+    torch.save(saved, paths[-1])
+    zeros, _ = classification.train_digits_vit(data, device="cpu")
+    assert all(w.abs().sum() == 0 for w in zeros.state_dict().values())
+    retrained, _ = classification.train_digits_vit(data, device="cpu", progress=False, retrain=True)
+    assert retrained.head.weight.abs().sum() > 0
+    reloaded, _ = classification.train_digits_vit(data, device="cpu")
+    assert torch.equal(reloaded.head.weight, retrained.head.weight)

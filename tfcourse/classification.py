@@ -19,6 +19,7 @@ from torch import nn
 
 from tfcourse import _validate
 from tfcourse.data.digits import DigitImages, digit_batches, load_digit_images
+from tfcourse.runtime import default_device
 from tfcourse.training import History, TrainConfig, Trainer
 from tfcourse.vit import VisionTransformer
 
@@ -97,21 +98,23 @@ def _cache_dir() -> Path:
 
 def train_digits_vit(
     data: DigitImages | None = None, *, device: str | torch.device | None = None,
-    progress: bool = True, cache: bool = True,
-) -> tuple[VisionTransformer, History | None]:
+    progress: bool = True, retrain: bool = False,
+) -> tuple[VisionTransformer, History]:
     """The chapter-4 ViT (:data:`DIGITS_VIT`) trained on the digits by :data:`DIGITS_TRAINING`.
 
-    With ``cache``, a model trained before with the same recipe and torch version is loaded from
-    ``$TFCOURSE_CACHE`` (default ``~/.cache/tfcourse``) instead, and the history is None. Returns
-    the model in eval mode.
+    The trained model and its history are saved in ``$TFCOURSE_CACHE`` (default
+    ``~/.cache/tfcourse``), keyed by the recipe and the torch version; a later call loads them
+    instead of training again, unless ``retrain``. Returns the model, in eval mode, and the
+    history of its training.
     """
     recipe = {"model": DIGITS_VIT, "training": DIGITS_TRAINING, "torch": torch.__version__}
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
     path = _cache_dir() / f"digits_vit_{key}.pt"
     model = VisionTransformer(**DIGITS_VIT)
-    if cache and path.exists():
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return model.to(device or next(model.parameters()).device).eval(), None
+    if path.exists() and not retrain:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(saved["model"])
+        return model.to(device or default_device()).eval(), History(**saved["history"])
     data = data if data is not None else load_digit_images(DIGITS_VIT["image_size"])
     t = DIGITS_TRAINING
     config = TrainConfig(steps=t["steps"], lr=t["lr"], warmup_steps=t["warmup_steps"],
@@ -119,9 +122,8 @@ def train_digits_vit(
                          progress=progress)
     batches = digit_batches(data, t["batch_size"], seed=t["seed"], max_shift=t["max_shift"])
     history = Trainer(model, classification_loss, batches, config).fit()
-    if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save(model.state_dict(), partial)
-        partial.replace(path)  # atomic: a reader never sees half a file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save({"model": model.state_dict(), "history": history.as_dict()}, partial)
+    partial.replace(path)  # atomic: a reader never sees half a file
     return model.eval(), history
