@@ -37,7 +37,7 @@ def test_command_line_prints_the_table_and_the_ratio() -> None:
     assert "the speed of nn.MultiheadAttention" in result.stdout
     bad = subprocess.run([sys.executable, "-m", "tfcourse.bench", "nope"],
                          capture_output=True, text=True)
-    assert bad.returncode != 0 and "NAME is one of: attention, kv_cache" in bad.stderr
+    assert bad.returncode != 0 and "NAME is one of: attention, kv_cache, tome" in bad.stderr
 
 
 def test_kv_cache_benchmark_generates_the_same_tokens_both_ways() -> None:

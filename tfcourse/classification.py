@@ -107,7 +107,8 @@ def train_digits_vit(
     instead of training again, unless ``retrain``. Returns the model, in eval mode, and the
     history of its training.
     """
-    recipe = {"model": DIGITS_VIT, "training": DIGITS_TRAINING, "torch": torch.__version__}
+    recipe = {"model": DIGITS_VIT, "training": DIGITS_TRAINING, "torch": torch.__version__,
+              "file": 2}  # "file": the layout of the saved file, {"model", "history"}
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
     path = _cache_dir() / f"digits_vit_{key}.pt"
     model = VisionTransformer(**DIGITS_VIT)

@@ -2,10 +2,10 @@
 
 import sys
 
-from tfcourse.bench import attention, kv_cache
+from tfcourse.bench import attention, kv_cache, tome
 from tfcourse.runtime import pin_threads
 
-BENCHMARKS = {"attention": attention.main, "kv_cache": kv_cache.main}
+BENCHMARKS = {"attention": attention.main, "kv_cache": kv_cache.main, "tome": tome.main}
 
 
 def main() -> None:
