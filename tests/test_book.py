@@ -141,7 +141,8 @@ def test_preface_and_appendices_exist(book_html: Path) -> None:
         if len(cells) >= 2:
             glossary[cells[0]] = cells[1]
     for letter, meaning in (("B", "batch"), ("T", "query"), ("S", "key"), ("C", "model width"),
-                            ("H", "heads"), ("D", "one head")):
+                            ("H", "heads"), ("D", "one head"), ("P", "patch"),
+                            ("N", "number of patches"), ("r", "merged")):
         assert meaning in glossary.get(letter, ""), f"glossary: {letter} is not '{meaning}'"
     notation = notation.get_text(" ")
     assert "MultiheadAttention" in notation

@@ -14,6 +14,11 @@ D     width of one head, C / H                                 d_k = d_v
 V     vocabulary size (number of token ids)
 F     hidden width of the feed-forward network                d_ff
 L     number of layers in a stack                              N
+K     image channels                                           C
+I     image height and width, in pixels                        H = W
+P     patch height and width, in pixels                        P
+N     number of patches, (I / P)²                              N
+r     tokens merged by one layer of Token Merging              r
 ====  =======================================================  ==============
 
 Modules: :mod:`tfcourse.runtime` (device, dtype, seeding, threads),
