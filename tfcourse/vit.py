@@ -1,19 +1,9 @@
 """The Vision Transformer (Dosovitskiy et al., 2021; book: chapter 4).
 
 An image is cut into square patches, each patch is mapped to a vector, and a Transformer encoder
-reads the sequence of patch vectors as it would read words. Letters, besides the glossary of
-:mod:`tfcourse`:
-
-====  =======================================================  ==============
-name  meaning                                                  paper symbol
-====  =======================================================  ==============
-K     image channels (1 for grey digits, 3 for colour)         C
-I     image height and width, in pixels (square images)        H = W
-P     patch height and width, in pixels                        P
-N     number of patches, (I / P)²                              N
-====  =======================================================  ==============
-
-The token sequence has T = N + 1 positions with the class token, N without it.
+reads the sequence of patch vectors as it would read words. The letters are those of the
+glossary in :mod:`tfcourse`: K image channels, I image height and width, P patch height and
+width, N = (I / P)² patches. The token sequence has T = N + 1 positions with the class token, N without it.
 """
 
 from __future__ import annotations
