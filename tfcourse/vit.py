@@ -3,7 +3,8 @@
 An image is cut into square patches, each patch is mapped to a vector, and a Transformer encoder
 reads the sequence of patch vectors as it would read words. The letters are those of the
 glossary in :mod:`tfcourse`: K image channels, I image height and width, P patch height and
-width, N = (I / P)² patches. The token sequence has T = N + 1 positions with the class token, N without it.
+width, N = (I / P)² patches. The token sequence has T = N + 1 positions with the class token,
+N without it.
 """
 
 from __future__ import annotations
