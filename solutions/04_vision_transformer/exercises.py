@@ -161,17 +161,22 @@ if not torch.equal(got, want):  # each pixel's value is its index: say where the
     for mistake, wrong in mistakes.items():
         if torch.equal(got, wrong):
             raise checks.ContractError(f"{name} differs from the expected patches: {mistake}")
-    for n in range(9):
-        have = got[0, n].sort().values
-        owners = [m for m in range(9) if torch.equal(have, want[0, m].sort().values)]
+    blocks = [(b, m, want[b, m].sort().values) for b in range(B) for m in range(9)]
+    for b, n in [(b, n) for b in range(B) for n in range(9)]:
+        have = got[b, n].sort().values
+        owners = [(b2, m) for b2, m, pixels in blocks if torch.equal(have, pixels)]
         if not owners:
             raise checks.ContractError(
-                f"your patch {n} does not hold the pixels of one {P} x {P} block of the image "
-                f"(all of its channels): patch {n} is grid row {n // 3}, grid column {n % 3}, "
-                f"the pixels [{P * (n // 3)}:{P * (n // 3 + 1)}, {P * (n % 3)}:"
+                f"patch {n} of image {b} does not hold the pixels of one {P} x {P} block of the "
+                f"image (all of its channels): patch {n} is grid row {n // 3}, grid column "
+                f"{n % 3}, the pixels [{P * (n // 3)}:{P * (n // 3 + 1)}, {P * (n % 3)}:"
                 f"{P * (n % 3 + 1)}] of every channel")
-        if owners[0] != n:
-            m = owners[0]
+        b2, m = owners[0]
+        if b2 != b:
+            raise checks.ContractError(
+                f"patch {n} of image {b} holds pixels of image {b2}: keep the batch axis first, "
+                "and split only the height and the width into (grid index, pixel index)")
+        if m != n:
             raise checks.ContractError(
                 f"your patch {n} holds the pixels of patch {m} (grid row {m // 3}, grid column "
                 f"{m % 3}): number the patches left to right along a row of the grid first, "
