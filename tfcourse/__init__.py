@@ -28,7 +28,7 @@ kit used by lessons, tests and graders), :mod:`tfcourse.plotting`, :mod:`tfcours
 Python), :mod:`tfcourse.training` (the trainer every chapter uses), :mod:`tfcourse.embeddings`,
 :mod:`tfcourse.feedforward`, :mod:`tfcourse.transformer` (chapter 2), :mod:`tfcourse.kv_cache`,
 :mod:`tfcourse.language_models` (chapter 3), :mod:`tfcourse.vit`, :mod:`tfcourse.convnet` and
-:mod:`tfcourse.classification` (chapter 4).
+:mod:`tfcourse.classification` (chapter 4), :mod:`tfcourse.tome` (chapter 5).
 """
 
 from tfcourse.attention import (
@@ -58,6 +58,13 @@ from tfcourse.language_models import (
 from tfcourse.masks import causal_mask, combine_masks, padding_mask, to_additive_mask
 from tfcourse.runtime import autocast_dtype, default_device, pin_threads, seed_everything
 from tfcourse.tokenizers import CharTokenizer, WordTokenizer
+from tfcourse.tome import (
+    ToMeViT,
+    bipartite_soft_matching,
+    merge_schedule,
+    merge_tokens,
+    proportional_attention,
+)
 from tfcourse.training import History, TrainConfig, Trainer
 from tfcourse.transformer import (
     Decoder,
@@ -88,6 +95,7 @@ __all__ = [
     "PatchEmbedding",
     "SequenceClassifier",
     "SinusoidalPositionalEncoding",
+    "ToMeViT",
     "TokenEmbedding",
     "TrainConfig",
     "Trainer",
@@ -97,16 +105,20 @@ __all__ = [
     "WordTokenizer",
     "attention_rollout",
     "autocast_dtype",
+    "bipartite_soft_matching",
     "causal_mask",
     "combine_masks",
     "default_device",
     "fused_scaled_dot_product_attention",
     "mask_tokens",
     "merge_heads",
+    "merge_schedule",
+    "merge_tokens",
     "next_token_loss",
     "padding_mask",
     "patchify",
     "pin_threads",
+    "proportional_attention",
     "scaled_dot_product_attention",
     "seed_everything",
     "shift_right",
