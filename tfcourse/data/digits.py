@@ -1,10 +1,10 @@
 """Handwritten digits, real data that ships with scikit-learn (book: chapters 4 to 6).
 
-``sklearn.datasets.load_digits`` holds 1,797 grey images of 8×8 pixels, written by 43 people and
-scanned at the US National Institute of Standards and Technology (the UCI "Optical Recognition of
-Handwritten Digits" set; Alpaydin and Kaynak, 1998). It lies on disk with scikit-learn, so nothing
-is downloaded. The images are scaled to [0, 1] and resized (bilinear) so that they cut into
-patches, and split once, stratified by class, into a training and a test set.
+``sklearn.datasets.load_digits`` holds 1,797 grey images of 8×8 pixels, the test part of the UCI
+"Optical Recognition of Handwritten Digits" set (Alpaydin and Kaynak, 1998), written by 13 people
+on forms of the US National Institute of Standards and Technology. It lies on disk with
+scikit-learn, so nothing is downloaded. The images are scaled to [0, 1] and resized (bilinear) so
+that they cut into patches, and split once, stratified by class, into a training and a test set.
 """
 
 from __future__ import annotations
