@@ -63,13 +63,14 @@ def headings(markdown: str) -> list[str]:
 
 def solution_lines() -> list[str]:
     """Distinctive lines of every solution and hidden-test region of solutions/*/*.ipynb: long
-    ones that the published student notebook does not contain."""
+    ones that no published student notebook contains (a line such as a self-check's call that
+    one notebook hides and another shows is public, not a leak)."""
+    published = [ROOT / "chapters" / source.parent.name / source.name
+                 for source in ROOT.glob("solutions/*/*.ipynb")]
+    student_text = "\n".join(cell.source for student in published if student.is_file()
+                             for cell in nbformat.read(student, 4).cells)
     lines = []
     for source in sorted(ROOT.glob("solutions/*/*.ipynb")):
-        student = ROOT / "chapters" / source.parent.name / source.name
-        student_text = ""
-        if student.is_file():
-            student_text = "\n".join(c.source for c in nbformat.read(student, 4).cells)
         for cell in nbformat.read(source, 4).cells:
             inside = False
             for line in cell.source.splitlines():
