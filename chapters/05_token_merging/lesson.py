@@ -69,8 +69,8 @@ print(f"torch {torch.__version__}, tfcourse {tc.__version__}, "
 # each of $L$ blocks, the network ends with $T_0 - rL$ tokens (fewer merges when the half limit
 # binds).
 #
-# **A correction.** The course's source material said that ToMe prunes 98% of the tokens. It
-# does not. It *merges* tokens, it does not prune them (pruning drops tokens and their content;
+# **A correction.** ToMe is sometimes described as pruning 98% of the tokens. It does
+# not. It *merges* tokens, it does not prune them (pruning drops tokens and their content;
 # merging keeps the content as an average), and a block merges $r$ of its tokens, at most half
 # of them (in the paper's standard setting below, 8 of the 197 tokens in the first block). Its
 # headline is a doubling of throughput, not the fifty-fold reduction that removing 98% of the
@@ -1010,7 +1010,7 @@ print(f"\nthis page ran in {lesson_seconds:.0f} s: the chapter-4 ViT "
 #   most similar pairs become one token each, the size-weighted average, with its size. A block
 #   merges at most half of its tokens. The paper's off-the-shelf headline is about 2× the
 #   throughput of large ViTs for a drop of 0.2-0.3 points (Bolya et al., 2023, abstract), not
-#   the removal of 98% of the tokens that the course's source material claimed.
+#   the removal of 98% of the tokens that it is sometimes credited with.
 # * **Bipartite soft matching** splits the tokens alternately into two sets, links each token
 #   of the first to its most similar token of the second (cosine similarity of the keys
 #   averaged over the heads, Eqs. 2.1, 2.2), keeps the $r$ best links and merges along them. The
