@@ -28,9 +28,15 @@ kit used by lessons, tests and graders), :mod:`tfcourse.plotting`, :mod:`tfcours
 Python), :mod:`tfcourse.training` (the trainer every chapter uses), :mod:`tfcourse.embeddings`,
 :mod:`tfcourse.feedforward`, :mod:`tfcourse.transformer` (chapter 2), :mod:`tfcourse.kv_cache`,
 :mod:`tfcourse.language_models` (chapter 3), :mod:`tfcourse.vit`, :mod:`tfcourse.convnet` and
-:mod:`tfcourse.classification` (chapter 4), :mod:`tfcourse.tome` (chapter 5).
+:mod:`tfcourse.classification` (chapter 4), :mod:`tfcourse.tome` (chapter 5), :mod:`tfcourse.glu`
+and :mod:`tfcourse.activator` (chapter 6).
 """
 
+from tfcourse.activator import (
+    ActivatorBlock,
+    ActivatorClassifier,
+    ActivatorGatingUnit,
+)
 from tfcourse.attention import (
     MultiHeadAttention,
     fused_scaled_dot_product_attention,
@@ -47,6 +53,7 @@ from tfcourse.embeddings import (
     sinusoidal_encoding,
 )
 from tfcourse.feedforward import FeedForward
+from tfcourse.glu import GLU, simplified_glu
 from tfcourse.kv_cache import KVCache
 from tfcourse.language_models import (
     DecoderOnlyLM,
@@ -79,6 +86,9 @@ from tfcourse.vit import PatchEmbedding, VisionTransformer, ViTBlock, attention_
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActivatorBlock",
+    "ActivatorClassifier",
+    "ActivatorGatingUnit",
     "CharTokenizer",
     "ConvNet",
     "Decoder",
@@ -88,6 +98,7 @@ __all__ = [
     "EncoderLayer",
     "EncoderOnlyLM",
     "FeedForward",
+    "GLU",
     "History",
     "KVCache",
     "LearnedPositionalEmbedding",
@@ -122,6 +133,7 @@ __all__ = [
     "scaled_dot_product_attention",
     "seed_everything",
     "shift_right",
+    "simplified_glu",
     "shift_rotation",
     "sinusoidal_encoding",
     "split_heads",

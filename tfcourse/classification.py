@@ -1,8 +1,8 @@
 """Training and measuring image classifiers (book: chapters 4 to 6).
 
 The loss and the accuracy that every vision chapter uses, a throughput measurement, and the
-recipe of the chapter-4 ViT on the digits, which chapter 5 reuses without retraining: a trained
-model is kept in a cache folder, keyed by its recipe, so the second chapter loads it.
+recipes of the chapter-4 ViT and the chapter-6 Activator on the digits. A trained model is kept in
+a cache folder, keyed by its recipe, so that chapters 5 and 6 load the ViT without retraining.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tfcourse import _validate
+from tfcourse.activator import ActivatorClassifier
 from tfcourse.data.digits import DigitImages, digit_batches, load_digit_images
 from tfcourse.runtime import default_device
 from tfcourse.training import History, TrainConfig, Trainer
@@ -26,6 +27,10 @@ from tfcourse.vit import VisionTransformer
 # The chapter-4 model and its training (book: chapter 4, "Training"): 16x16 digits, 4x4 patches.
 DIGITS_VIT = dict(image_size=16, patch_size=4, in_channels=1, num_classes=10, d_model=64,
                   num_heads=4, num_layers=6, d_ff=128)
+# Chapter 6: Activator at the ViT's width and depth, F chosen so that the parameters match the
+# ViT's (204,124 against 203,850); no dropout, as the ViT.
+DIGITS_ACTIVATOR = dict(image_size=16, patch_size=4, in_channels=1, num_classes=10, d_model=64,
+                        d_hidden=103, num_layers=6, dropout=0.0)
 DIGITS_TRAINING = dict(steps=1200, batch_size=128, lr=2e-3, warmup_steps=100,
                        weight_decay=0.05, max_shift=1, seed=0)
 
@@ -96,27 +101,21 @@ def _cache_dir() -> Path:
     return Path(root or Path.home() / ".cache") / "tfcourse"
 
 
-def train_digits_vit(
-    data: DigitImages | None = None, *, device: str | torch.device | None = None,
-    progress: bool = True, retrain: bool = False,
-) -> tuple[VisionTransformer, History]:
-    """The chapter-4 ViT (:data:`DIGITS_VIT`) trained on the digits by :data:`DIGITS_TRAINING`.
-
-    The trained model and its history are saved in ``$TFCOURSE_CACHE`` (default
-    ``~/.cache/tfcourse``), keyed by the recipe and the torch version; a later call loads them
-    instead of training again, unless ``retrain``. Returns the model, in eval mode, and the
-    history of its training.
-    """
-    recipe = {"model": DIGITS_VIT, "training": DIGITS_TRAINING, "torch": torch.__version__,
+def _train_cached(
+    name: str, model: nn.Module, model_recipe: dict, data: DigitImages | None,
+    device: str | torch.device | None, progress: bool, retrain: bool,
+) -> tuple[nn.Module, History]:
+    """Train ``model`` by :data:`DIGITS_TRAINING`, or load it from the cache (see
+    :func:`train_digits_vit`)."""
+    recipe = {"model": model_recipe, "training": DIGITS_TRAINING, "torch": torch.__version__,
               "file": 2}  # "file": the layout of the saved file, {"model", "history"}
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
-    path = _cache_dir() / f"digits_vit_{key}.pt"
-    model = VisionTransformer(**DIGITS_VIT)
+    path = _cache_dir() / f"{name}_{key}.pt"
     if path.exists() and not retrain:
         saved = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(saved["model"])
         return model.to(device or default_device()).eval(), History(**saved["history"])
-    data = data if data is not None else load_digit_images(DIGITS_VIT["image_size"])
+    data = data if data is not None else load_digit_images(model_recipe["image_size"])
     t = DIGITS_TRAINING
     config = TrainConfig(steps=t["steps"], lr=t["lr"], warmup_steps=t["warmup_steps"],
                          weight_decay=t["weight_decay"], seed=t["seed"], device=device,
@@ -128,3 +127,31 @@ def train_digits_vit(
     torch.save({"model": model.state_dict(), "history": history.as_dict()}, partial)
     partial.replace(path)  # atomic: a reader never sees half a file
     return model.eval(), history
+
+
+def train_digits_vit(
+    data: DigitImages | None = None, *, device: str | torch.device | None = None,
+    progress: bool = True, retrain: bool = False,
+) -> tuple[VisionTransformer, History]:
+    """The chapter-4 ViT (:data:`DIGITS_VIT`) trained on the digits by :data:`DIGITS_TRAINING`.
+
+    The trained model and its history are saved in ``$TFCOURSE_CACHE`` (default
+    ``~/.cache/tfcourse``), keyed by the recipe and the torch version; a later call loads them
+    instead of training again, unless ``retrain``. Returns the model, in eval mode, and the
+    history of its training.
+    """
+    return _train_cached("digits_vit", VisionTransformer(**DIGITS_VIT), DIGITS_VIT, data, device,
+                         progress, retrain)
+
+
+def train_digits_activator(
+    data: DigitImages | None = None, *, token_mixing: bool = False,
+    device: str | torch.device | None = None, progress: bool = True, retrain: bool = False,
+) -> tuple[ActivatorClassifier, History]:
+    """The chapter-6 Activator (:data:`DIGITS_ACTIVATOR`, with a token-mixing step in each block
+    if ``token_mixing``) trained by the ViT's recipe, :data:`DIGITS_TRAINING`; cached as
+    :func:`train_digits_vit` is."""
+    recipe = {**DIGITS_ACTIVATOR, "token_mixing": token_mixing}
+    torch.manual_seed(DIGITS_TRAINING["seed"])  # the initial weights do not depend on the caller
+    return _train_cached("digits_activator", ActivatorClassifier(**recipe), recipe, data, device,
+                         progress, retrain)
