@@ -37,7 +37,8 @@ def test_command_line_prints_the_table_and_the_ratio() -> None:
     assert "the speed of nn.MultiheadAttention" in result.stdout
     bad = subprocess.run([sys.executable, "-m", "tfcourse.bench", "nope"],
                          capture_output=True, text=True)
-    assert bad.returncode != 0 and "NAME is one of: attention, kv_cache, tome" in bad.stderr
+    assert bad.returncode != 0
+    assert "NAME is one of: attention, kv_cache, tome, activator" in bad.stderr
 
 
 def test_kv_cache_benchmark_generates_the_same_tokens_both_ways() -> None:
@@ -46,3 +47,17 @@ def test_kv_cache_benchmark_generates_the_same_tokens_both_ways() -> None:
     assert row["same_tokens"]
     assert row["cached_s"] > 0 and row["recomputed_s"] > 0
     assert row["speedup"] == row["recomputed_s"] / row["cached_s"]
+
+
+def test_activator_benchmark_compares_matched_models() -> None:
+    from tfcourse.bench.activator import activator_vs_vit
+
+    rows = activator_vs_vit(batch_size=4, repeats=1, device="cpu")
+    assert [(r["setting"], r["model"]) for r in rows] == [
+        ("digits", "VisionTransformer"), ("digits", "ActivatorClassifier"),
+        ("cifar", "VisionTransformer"), ("cifar", "ActivatorClassifier")]
+    for vit, activator in (rows[:2], rows[2:]):
+        assert abs(activator["parameters"] / vit["parameters"] - 1) < 0.01
+        assert 0 < activator["mflop"] < vit["mflop"]  # no attention products
+        assert vit["ratio"] == 1.0
+        assert activator["ratio"] == activator["images_per_s"] / vit["images_per_s"]
