@@ -109,3 +109,25 @@ def test_token_merging_on_cuda_in_bfloat16_matches_float32(pool: str) -> None:
     with torch.autocast("cuda", dtype=torch.bfloat16):
         ToMeViT(model, 3)(images).float().square().mean().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("token_mixing", [False, True])
+def test_activator_on_cuda_matches_the_cpu_and_trains_in_bfloat16(token_mixing: bool) -> None:
+    torch.manual_seed(0)
+    model = tc.ActivatorClassifier(image_size=32, patch_size=4, in_channels=3, d_model=64,
+                                   d_hidden=128, num_layers=2, dropout=0.0,
+                                   token_mixing=token_mixing).eval()
+    images = torch.rand(16, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(images)
+        model.to(CUDA)
+        out = model(images.to(CUDA))
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            half = model(images.to(CUDA))
+    checks.expect_device_dtype(out, "cuda", torch.float32)
+    checks.expect_close(out.cpu(), expected, rtol=1e-4, atol=1e-4)
+    assert (half.float() - out).abs().mean() < 0.05 * out.abs().mean() + 0.02
+    model.train()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        model(images.to(CUDA)).float().square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
