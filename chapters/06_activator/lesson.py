@@ -461,10 +461,10 @@ checks.expect_close(votes.mean(dim=1), activator(test_batch[:6]), "mean of the p
 #
 # Abdullah and Aydin (2024) propose the GLU-based MLP as "the core component" of a vision
 # transformer in place of attention, and report that Activator, and its reduced form without
-# the second MLP, are competitive with their baselines at lower cost. In the version of the
-# paper with equalised settings, they report on CIFAR-10 and CIFAR-100, trained from scratch,
-# 73.2% and 46.1% for Activator against 65.7% and 34.9% for a ViT and 70.1% and 39.2% for
-# MLP-Mixer (arXiv:2405.15953, v4). They argue that a gated MLP can take over the roles that
+# the second MLP, are competitive with their baselines at lower cost. The latest version of
+# the paper, with settings equalised across models, reports on CIFAR-10 and CIFAR-100, trained
+# from scratch, 73.2% and 46.1% for Activator against 65.7% and 34.9% for a ViT and 70.1% and
+# 39.2% for MLP-Mixer (arXiv:2405.15953; the figures changed between versions of the paper). They argue that a gated MLP can take over the roles that
 # attention plays: mapping keys to values and gating the flow of information.
 #
 # What the released model computes, and what we measured:
