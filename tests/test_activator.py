@@ -198,3 +198,23 @@ def test_bad_images_name_the_argument():
         model(torch.rand(1, 1, 18, 18))
     with pytest.raises(ValueError, match="images: expected size 1 in dimension 1"):
         model(torch.rand(1, 3, 16, 16))
+
+
+def test_trained_digits_activator_is_seeded_and_cached_per_variant(tmp_path, monkeypatch):
+    from tfcourse import classification
+
+    monkeypatch.setenv("TFCOURSE_CACHE", str(tmp_path))
+    monkeypatch.setitem(classification.DIGITS_TRAINING, "steps", 2)
+    monkeypatch.setitem(classification.DIGITS_TRAINING, "warmup_steps", 1)
+    data = load_digit_images(16)
+    plain, _ = classification.train_digits_activator(data, device="cpu", progress=False)
+    torch.manual_seed(123)  # the caller's random state does not change the model
+    again, _ = classification.train_digits_activator(data, device="cpu", progress=False,
+                                                     retrain=True)
+    assert torch.equal(plain.head.weight, again.head.weight)
+    mixing, _ = classification.train_digits_activator(data, token_mixing=True, device="cpu",
+                                                      progress=False)
+    assert mixing.blocks[0].token_mixing and not plain.blocks[0].token_mixing
+    assert len(list(tmp_path.glob("tfcourse/digits_activator_*.pt"))) == 2
+    loaded, _ = classification.train_digits_activator(data, token_mixing=True, device="cpu")
+    assert torch.equal(loaded.blocks[0].token_mix.weight, mixing.blocks[0].token_mix.weight)
