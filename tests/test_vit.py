@@ -201,3 +201,28 @@ def test_trained_digits_vit_is_cached_with_its_history(tmp_path, monkeypatch):
     assert retrained.head.weight.abs().sum() > 0
     reloaded, _ = classification.train_digits_vit(data, device="cpu")
     assert torch.equal(reloaded.head.weight, retrained.head.weight)
+
+
+def test_flops_per_image_adds_the_attention_products_for_a_vit():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from tfcourse.classification import flops_per_image
+
+    model = small_vit()  # T = 17, C = 32, 2 blocks
+    image = torch.rand(1, 1, 16, 16)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model.eval()(image)
+    assert flops_per_image(model, image) == counter.get_total_flops() + 2 * 2 * 2 * 17**2 * 32
+    assert flops_per_image(ConvNet(width=8), image) > 0
+    with pytest.raises(ValueError, match="image: expected size 1 in dimension 0"):
+        flops_per_image(model, torch.rand(2, 1, 16, 16))
+
+
+def test_interleaved_throughput_times_each_model_on_its_batch():
+    from tfcourse.classification import interleaved_throughput
+
+    models = [small_vit(), ConvNet(width=8)]
+    rates = interleaved_throughput(models, torch.rand(8, 1, 16, 16), repeats=2)
+    assert len(rates) == 2 and all(rate > 0 for rate in rates)
+    with pytest.raises(ValueError, match="images: expected one batch per model"):
+        interleaved_throughput(models, [torch.rand(8, 1, 16, 16)])

@@ -11,11 +11,13 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from tfcourse import _validate
 from tfcourse.activator import ActivatorClassifier
@@ -94,6 +96,48 @@ def throughput(
                 best = min(best, time.perf_counter() - start)
     model.train(was_training)
     return len(images) / best
+
+
+def interleaved_throughput(
+    models: Sequence[nn.Module], images: torch.Tensor | Sequence[torch.Tensor], *,
+    repeats: int = 5, dtype: torch.dtype | None = None,
+) -> list[float]:
+    """Images per second of each of ``models`` (on ``images``, or on its own batch when
+    ``images`` is a sequence), timed in alternation: each of ``repeats`` rounds times every model
+    once, after one warm-up pass each, so that the machine's load falls on all of them alike.
+    Each figure is the model's best round."""
+    batches = [images] * len(models) if isinstance(images, torch.Tensor) else list(images)
+    if len(batches) != len(models):
+        raise ValueError(f"images: expected one batch per model ({len(models)}), "
+                         f"got {len(batches)}")
+    _validate.integer(repeats, "repeats", 1)
+    for model, batch in zip(models, batches, strict=True):
+        throughput(model, batch, repeats=1, warmup=1, dtype=dtype)
+    best = [0.0] * len(models)
+    for _ in range(repeats):
+        for i, (model, batch) in enumerate(zip(models, batches, strict=True)):
+            best[i] = max(best[i], throughput(model, batch, repeats=1, warmup=0, dtype=dtype))
+    return best
+
+
+@torch.no_grad()
+def flops_per_image(model: nn.Module, image: torch.Tensor) -> int:
+    """Floating-point operations of ``model`` on one image (1, K, I, I), counted by PyTorch's
+    ``FlopCounterMode``; for a :class:`VisionTransformer`, plus the two attention products,
+    2·2·T²·C per block, which the counter does not see inside the fused attention kernel on a
+    CPU."""
+    image = _validate.rank(_validate.floating(image, "image"), "image", 4, "(1, K, I, I)")
+    _validate.size(image, "image", 0, 1, "one image")
+    was_training = model.training
+    model.eval()
+    with FlopCounterMode(display=False) as counter:
+        model(image)
+    model.train(was_training)
+    flops = counter.get_total_flops()
+    if isinstance(model, VisionTransformer):
+        T, C = model.pos_embed.shape[1:]
+        flops += len(model.blocks) * 2 * 2 * T * T * C
+    return flops
 
 
 def _cache_dir() -> Path:

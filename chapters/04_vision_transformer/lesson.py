@@ -32,7 +32,6 @@ import time
 import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 import tfcourse as tc
 from tfcourse import checks
@@ -41,6 +40,7 @@ from tfcourse.classification import (
     DIGITS_VIT,
     accuracy,
     classification_loss,
+    flops_per_image,
     throughput,
     train_digits_vit,
 )
@@ -672,19 +672,13 @@ plt.show()
 # time, and throughput at inference (images per second on the whole test set as one batch,
 # the best of 5 passes: `throughput`). PyTorch's `FlopCounterMode` counts the floating-point
 # operations of the convolutions and linear layers; it does not see inside the fused attention
-# kernel, so the attention products ($QK^\top$ and the weighted sum of the values, $2 \cdot 2
-# T^2 C$ operations per block) are added by hand.
+# kernel, so `flops_per_image` adds the attention products ($QK^\top$ and the weighted sum of
+# the values, $2 \cdot 2 T^2 C$ operations per block) by hand.
 
 # %%
-def flops_per_image(model):
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model.eval()(data.test_images[:1].to(device))
-    return counter.get_total_flops()
-
-
-T, C = vit.pos_embed.shape[1:]
-vit_flops = flops_per_image(vit) + len(vit.blocks) * 2 * 2 * T * T * C  # + the attention products
-cnn_flops = flops_per_image(cnn)
+first_test_image = data.test_images[:1].to(device)
+vit_flops = flops_per_image(vit, first_test_image)  # with the attention products
+cnn_flops = flops_per_image(cnn, first_test_image)
 vit_rate = throughput(vit, data.test_images)
 cnn_rate = throughput(cnn, data.test_images)
 cnn_wrong = round((1 - cnn_accuracy) * len(data.test_labels))

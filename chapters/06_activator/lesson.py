@@ -38,12 +38,13 @@ from torch import nn
 import tfcourse as tc
 from tfcourse import checks
 from tfcourse.activator import block_parameters
-from tfcourse.bench.activator import activator_vs_vit, flops_per_image
+from tfcourse.bench.activator import activator_vs_vit
 from tfcourse.classification import (
     DIGITS_ACTIVATOR,
     DIGITS_VIT,
     accuracy,
-    throughput,
+    flops_per_image,
+    interleaved_throughput,
     train_digits_activator,
     train_digits_vit,
 )
@@ -376,22 +377,16 @@ plt.show()
 # two attention products $QK^\top$ and $AV$, $2 \cdot 2 T^2 C$ per block, which the counter does
 # not see inside the fused kernel on a CPU). Throughput is measured on the 359 test digits as
 # one batch, the two models timed in alternation in the same run, best of five rounds, so
-# that the machine's load falls on both alike.
+# that the machine's load falls on both alike (`interleaved_throughput`).
 
 # %%
 vit_flops = flops_per_image(vit, data.test_images[:1].to(device))
 activator_flops = flops_per_image(activator, data.test_images[:1].to(device))
 test_batch = data.test_images.to(device)
-best = {"ViT": 0.0, "Activator": 0.0}
-for net in (vit, activator):
-    throughput(net, test_batch, repeats=1, warmup=1)  # warm up both first
-for _ in range(5):
-    for name, net in (("ViT", vit), ("Activator", activator)):
-        best[name] = max(best[name], throughput(net, test_batch, repeats=1, warmup=0))
-speed_ratio = best["Activator"] / best["ViT"]
-rows = [("ViT (chapter 4)", vit_accuracy, vit_parameters, vit_flops, best["ViT"]),
-        ("Activator", activator_accuracy, activator_parameters, activator_flops,
-         best["Activator"])]
+vit_rate, activator_rate = interleaved_throughput([vit, activator], test_batch, repeats=5)
+speed_ratio = activator_rate / vit_rate
+rows = [("ViT (chapter 4)", vit_accuracy, vit_parameters, vit_flops, vit_rate),
+        ("Activator", activator_accuracy, activator_parameters, activator_flops, activator_rate)]
 print(f"{'model':<16} {'accuracy':>9} {'errors':>7} {'parameters':>11} {'MFLOP/image':>12} "
       f"{'images/s':>9}")
 for name, acc, params, flops, rate in rows:

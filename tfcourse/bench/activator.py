@@ -9,8 +9,8 @@ MFLOP per image and images per second, and the throughput ratio Activator / ViT:
 * ``cifar``: the released Activator (32×32×3, P = 4, N = 64, C = 256, F = 512, 4 blocks,
   2.64 M parameters) against a ViT of the same width with 5 blocks (the same parameters).
 
-The throughputs are measured in one run, in alternation (each round times every model once), so
-that the machine's load falls on all of them alike; each figure is the best round.
+The throughputs are measured in one run, in alternation
+(:func:`~tfcourse.classification.interleaved_throughput`); each figure is the best round.
 """
 
 from __future__ import annotations
@@ -19,10 +19,14 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from tfcourse.activator import ActivatorClassifier
-from tfcourse.classification import DIGITS_ACTIVATOR, DIGITS_VIT, throughput
+from tfcourse.classification import (
+    DIGITS_ACTIVATOR,
+    DIGITS_VIT,
+    flops_per_image,
+    interleaved_throughput,
+)
 from tfcourse.runtime import default_device
 from tfcourse.vit import VisionTransformer
 
@@ -40,21 +44,6 @@ def model_pairs() -> dict[str, tuple[nn.Module, nn.Module]]:
     }
 
 
-@torch.no_grad()
-def flops_per_image(model: nn.Module, image: torch.Tensor) -> int:
-    """Floating-point operations of ``model`` on one image (1, K, I, I), counted by PyTorch's
-    ``FlopCounterMode``; for a ViT, plus the two attention products, 2·2·T²·C per block, which
-    the counter does not see inside the fused attention kernel on a CPU."""
-    model = model.eval()
-    with FlopCounterMode(display=False) as counter:
-        model(image)
-    flops = counter.get_total_flops()
-    if isinstance(model, VisionTransformer):
-        T, C = model.pos_embed.shape[1:]
-        flops += len(model.blocks) * 2 * 2 * T * T * C
-    return flops
-
-
 def activator_vs_vit(
     *, settings: Sequence[str] = ("digits", "cifar"), batch_size: int = 512, repeats: int = 5,
     device: str | torch.device | None = None, dtype: torch.dtype | None = None,
@@ -63,7 +52,7 @@ def activator_vs_vit(
     then Activator for each setting; ``ratio`` is the images per second over the ViT's."""
     device = torch.device(device) if device is not None else default_device()
     pairs = model_pairs()
-    runs = []
+    rows, models, batches = [], [], []
     for setting in settings:
         if setting not in pairs:
             raise ValueError(f"settings: expected names from {sorted(pairs)}, got {setting!r}")
@@ -72,20 +61,15 @@ def activator_vs_vit(
             channels = model.patch_embed.in_channels
             images = torch.rand(batch_size, channels, size, size, generator=torch.Generator()
                                 .manual_seed(0))
-            row = {"setting": setting, "model": type(model).__name__,
-                   "parameters": sum(p.numel() for p in model.parameters()),
-                   "mflop": flops_per_image(model, images[:1]) / 1e6}
-            model = model.to(device)
-            throughput(model, images, repeats=1, warmup=1, dtype=dtype)  # warm every model first
-            runs.append((row, model, images))
-    best = [0.0] * len(runs)
-    for _ in range(repeats):  # interleaved: each round times every model once
-        for i, (_, model, images) in enumerate(runs):
-            best[i] = max(best[i], throughput(model, images, repeats=1, warmup=0, dtype=dtype))
-    rows = []
-    for i, (row, _, _) in enumerate(runs):
-        vit_speed = best[i - 1] if row["model"] == "ActivatorClassifier" else best[i]
-        rows.append({**row, "images_per_s": best[i], "ratio": best[i] / vit_speed})
+            rows.append({"setting": setting, "model": type(model).__name__,
+                         "parameters": sum(p.numel() for p in model.parameters()),
+                         "mflop": flops_per_image(model, images[:1]) / 1e6})
+            models.append(model.to(device))
+            batches.append(images)
+    speeds = interleaved_throughput(models, batches, repeats=repeats, dtype=dtype)
+    for i, row in enumerate(rows):  # each ViT is followed by its Activator
+        vit_speed = speeds[i - 1] if row["model"] == "ActivatorClassifier" else speeds[i]
+        row["images_per_s"], row["ratio"] = speeds[i], speeds[i] / vit_speed
     return rows
 
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from tfcourse.classification import accuracy, throughput
+from tfcourse.classification import accuracy, interleaved_throughput
 from tfcourse.runtime import default_device
 from tfcourse.tome import ToMeViT
 from tfcourse.vit import VisionTransformer
@@ -60,11 +60,8 @@ def tome_tradeoff(
     for row, module in runs:
         with autocast:
             row["accuracy"] = accuracy(module, images, labels, batch_size=batch_size)
-        throughput(module, batch, repeats=1, warmup=1, dtype=dtype)  # warm every model first
-    best = [0.0] * len(runs)
-    for _ in range(repeats):  # interleaved: each round times every model once
-        for i, (_, module) in enumerate(runs):
-            best[i] = max(best[i], throughput(module, batch, repeats=1, warmup=0, dtype=dtype))
+    best = interleaved_throughput([module for _, module in runs], batch, repeats=repeats,
+                                  dtype=dtype)
     for (row, _), speed in zip(runs, best, strict=True):
         row["images_per_s"], row["speedup"] = speed, speed / best[0]
     return [row for row, _ in runs]
