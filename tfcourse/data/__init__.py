@@ -5,6 +5,8 @@
   language models, and the word-order task for fine-tuning);
 * :mod:`tfcourse.data.digits`: handwritten digits, real images shipped with scikit-learn
   (chapters 4 to 6);
+* :mod:`tfcourse.data.recall`: synthetic in-context recall tasks, associative recall, MQAR and
+  induction heads (chapters 7 to 9);
 * :mod:`tfcourse.data.batching`: batches as a deterministic function of the step, which makes
   resumed training runs repeat exactly.
 """
@@ -19,6 +21,15 @@ from tfcourse.data.dates import (
     split_of,
 )
 from tfcourse.data.digits import DigitImages, digit_batches, load_digit_images, random_shift
+from tfcourse.data.recall import (
+    RECALL_TASKS,
+    associative_recall,
+    induction_heads,
+    multi_query_associative_recall,
+    recall_accuracy,
+    recall_batches,
+    recall_loss,
+)
 from tfcourse.data.text import (
     corpus_stats,
     lm_batches,
@@ -33,16 +44,23 @@ __all__ = [
     "DATE_FORMATS",
     "DateTask",
     "DigitImages",
+    "RECALL_TASKS",
+    "associative_recall",
     "batches_from_tensors",
     "corpus_stats",
     "date_pairs",
     "digit_batches",
     "format_date",
+    "induction_heads",
     "lm_batches",
     "load_digit_images",
+    "multi_query_associative_recall",
     "python_docs",
     "random_dates",
     "random_shift",
+    "recall_accuracy",
+    "recall_batches",
+    "recall_loss",
     "scramble",
     "sentences",
     "split_of",
