@@ -29,7 +29,7 @@ Python), :mod:`tfcourse.training` (the trainer every chapter uses), :mod:`tfcour
 :mod:`tfcourse.feedforward`, :mod:`tfcourse.transformer` (chapter 2), :mod:`tfcourse.kv_cache`,
 :mod:`tfcourse.language_models` (chapter 3), :mod:`tfcourse.vit`, :mod:`tfcourse.convnet` and
 :mod:`tfcourse.classification` (chapter 4), :mod:`tfcourse.tome` (chapter 5), :mod:`tfcourse.glu`
-and :mod:`tfcourse.activator` (chapter 6).
+and :mod:`tfcourse.activator` (chapter 6), :mod:`tfcourse.hyena` (chapter 7).
 """
 
 from tfcourse.activator import (
@@ -54,6 +54,15 @@ from tfcourse.embeddings import (
 )
 from tfcourse.feedforward import FeedForward
 from tfcourse.glu import GLU, simplified_glu
+from tfcourse.hyena import (
+    HyenaBlock,
+    HyenaLM,
+    HyenaOperator,
+    ImplicitFilter,
+    ShortConv,
+    direct_causal_conv,
+    fft_causal_conv,
+)
 from tfcourse.kv_cache import KVCache
 from tfcourse.language_models import (
     DecoderOnlyLM,
@@ -100,11 +109,16 @@ __all__ = [
     "FeedForward",
     "GLU",
     "History",
+    "HyenaBlock",
+    "HyenaLM",
+    "HyenaOperator",
+    "ImplicitFilter",
     "KVCache",
     "LearnedPositionalEmbedding",
     "MultiHeadAttention",
     "PatchEmbedding",
     "SequenceClassifier",
+    "ShortConv",
     "SinusoidalPositionalEncoding",
     "ToMeViT",
     "TokenEmbedding",
@@ -120,6 +134,8 @@ __all__ = [
     "causal_mask",
     "combine_masks",
     "default_device",
+    "direct_causal_conv",
+    "fft_causal_conv",
     "fused_scaled_dot_product_attention",
     "mask_tokens",
     "merge_heads",
