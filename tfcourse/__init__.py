@@ -21,6 +21,9 @@ N     number of patches, (I / P)²                              N
 r     tokens merged by one layer of Token Merging              r
 ====  =======================================================  ==============
 
+Hyena (chapter 7) uses N for the order of its operator and writes convolutions channels-first,
+(B, C, T), as ``torch.nn.Conv1d`` does.
+
 Modules: :mod:`tfcourse.runtime` (device, dtype, seeding, threads),
 :mod:`tfcourse.masks`, :mod:`tfcourse.attention`, :mod:`tfcourse.checks` (the contract-check
 kit used by lessons, tests and graders), :mod:`tfcourse.plotting`, :mod:`tfcourse.bench`,
