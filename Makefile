@@ -24,7 +24,7 @@ book: venv
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
 
 test: venv browser
-	$(PY) -m pytest -ra
+	$(PY) -m pytest -ra --durations=25
 
 browser:
 	tools/install-browser.sh
