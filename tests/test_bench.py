@@ -1,12 +1,16 @@
-"""tfcourse.bench: the attention and KV-cache benchmarks run and measures what it claims.
+"""tfcourse.bench: each benchmark runs and measures what it claims.
 
 These tests check that the figures exist and that the memory figure tells the two paths apart;
 speed targets are read from the printed figures, not asserted (the machines are noisy)."""
 
 import os
+import re
 import subprocess
 import sys
 
+import pytest
+
+from tfcourse.bench import hyena
 from tfcourse.bench.attention import attention_cost, mha_comparison
 from tfcourse.bench.kv_cache import kv_cache_speedup
 
@@ -38,7 +42,7 @@ def test_command_line_prints_the_table_and_the_ratio() -> None:
     bad = subprocess.run([sys.executable, "-m", "tfcourse.bench", "nope"],
                          capture_output=True, text=True)
     assert bad.returncode != 0
-    assert "NAME is one of: attention, kv_cache, tome, activator" in bad.stderr
+    assert "NAME is one of: attention, kv_cache, tome, activator, hyena" in bad.stderr
 
 
 def test_kv_cache_benchmark_generates_the_same_tokens_both_ways() -> None:
@@ -61,3 +65,46 @@ def test_activator_benchmark_compares_matched_models() -> None:
         assert 0 < activator["mflop"] < vit["mflop"]  # no attention products
         assert vit["ratio"] == 1.0
         assert activator["ratio"] == activator["images_per_s"] / vit["images_per_s"]
+
+
+def test_hyena_benchmark_prints_the_table_the_exponents_and_the_crossovers(capsys) -> None:
+    hyena.main(["--lengths", "32", "64", "128", "--device", "cpu", "--repeats", "1",
+                "--fit-from", "32"])
+    out = capsys.readouterr().out
+    assert all(method in out for method in hyena.METHODS)
+    table = {int(line.split()[0]): line.split()[1:] for line in out.splitlines()
+             if re.match(r"\s*\d+\s", line)}
+    assert sorted(table) == [32, 64, 128]
+    assert all(len(cells) == 8 and float(cells[0]) > 0 for cells in table.values())  # ms, MiB
+    exponents = re.findall(r"^  (.+?)\s+T = 32\.\.128: p = (-?\d+\.\d+)$", out, re.M)
+    assert [method for method, _ in exponents] == list(reversed(hyena.METHODS))
+    assert "Hyena operator faster than attention (fused):" in out
+    assert "Hyena operator faster than attention (explicit):" in out
+
+
+def test_hyena_benchmark_skips_what_passes_its_limits() -> None:
+    rows = hyena.hyena_vs_attention([16, 32, 64], d_model=8, heads=2, device="cpu", repeats=1,
+                                    max_call_seconds=0.0, max_scores_mib=2 * 32**2 * 4 / 2**20)
+    measured = {(r["method"], r["length"]) for r in rows}
+    # every call takes more than 0 s, so each method stops after its first length
+    assert measured == {(method, 16) for method in hyena.METHODS}
+    rows = hyena.hyena_vs_attention([16, 32, 64], d_model=8, heads=2, device="cpu", repeats=1,
+                                    max_scores_mib=2 * 32**2 * 4 / 2**20)
+    lengths = {m: [r["length"] for r in rows if r["method"] == m] for m in hyena.METHODS}
+    assert lengths["attention (explicit)"] == [16, 32]  # the (2, 64, 64) scores pass the limit
+    assert lengths["FFT convolution"] == [16, 32, 64]
+    assert all(r["seconds"] > 0 for r in rows)
+
+
+def test_growth_exponent_and_crossover_read_the_rows() -> None:
+    rows = [{"method": "quadratic", "length": T, "seconds": 1e-9 * T**2} for T in (64, 128, 256)]
+    rows += [{"method": "linear", "length": T, "seconds": 1e-7 * T} for T in (64, 128, 256, 512)]
+    assert abs(hyena.growth_exponent(rows, "quadratic", 64, 256) - 2) < 1e-9
+    assert abs(hyena.growth_exponent(rows, "linear", 100, 1000) - 1) < 1e-9
+    with pytest.raises(ValueError, match="method: expected at least two rows of 'linear'"):
+        hyena.growth_exponent(rows, "linear", 500, 1000)
+    # 1e-7 T < 1e-9 T² from T = 100: the linear method is faster from 128 on, where both ran
+    assert hyena.crossover_length(rows, "linear", "quadratic") == 128
+    assert hyena.crossover_length(rows, "quadratic", "linear") is None
+    rows.append({"method": "quadratic", "length": 512, "seconds": 1e-9})  # ahead again at 512
+    assert hyena.crossover_length(rows, "linear", "quadratic") is None

@@ -131,3 +131,25 @@ def test_activator_on_cuda_matches_the_cpu_and_trains_in_bfloat16(token_mixing: 
     with torch.autocast("cuda", dtype=torch.bfloat16):
         model(images.to(CUDA)).float().square().mean().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_hyena_on_cuda_matches_the_cpu_and_trains_under_bfloat16_autocast() -> None:
+    from tfcourse.hyena import fft_causal_conv
+
+    gen = torch.Generator().manual_seed(0)
+    u, k = torch.randn(2, 8, 1000, generator=gen), torch.randn(8, 1000, generator=gen)
+    expected = fft_causal_conv(u, k)
+    out = fft_causal_conv(u.to(CUDA), k.to(CUDA))
+    checks.expect_device_dtype(out, "cuda", torch.float32)
+    checks.expect_close(out.cpu(), expected, rtol=1e-4, atol=1e-4)
+    half = fft_causal_conv(u.to(CUDA, torch.bfloat16), k.to(CUDA, torch.bfloat16))
+    checks.expect_device_dtype(half, "cuda", torch.bfloat16)
+    assert (half.float() - out).abs().max() < 0.02 * out.abs().max()
+    torch.manual_seed(0)
+    model = tc.HyenaLM(50, max_len=256, d_model=64, num_layers=2).to(CUDA)
+    tokens = torch.randint(50, (4, 256), device=CUDA)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        logits = model(tokens)
+    assert logits.device.type == "cuda" and torch.isfinite(logits).all()
+    logits.float().square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())

@@ -87,12 +87,13 @@ class ShortConv(nn.Module):
 
     def __init__(self, channels: int, kernel_size: int = 3) -> None:
         super().__init__()
-        _validate.integer(channels, "channels", 1)
+        self.channels = _validate.integer(channels, "channels", 1)
         self.kernel_size = _validate.integer(kernel_size, "kernel_size", 1)
         self.conv = nn.Conv1d(channels, channels, kernel_size, groups=channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = _validate.rank(x, "x", 3, "(B, C, T)")
+        x = _validate.rank(_validate.floating(x, "x"), "x", 3, "(B, C, T)")
+        _validate.size(x, "x", 1, self.channels, "C, the channels")
         return self.conv(F.pad(x, (self.kernel_size - 1, 0)))  # left padding only
 
 
@@ -135,9 +136,9 @@ class ImplicitFilter(nn.Module):
     One filter of ``max_len`` taps for each of the ``channels``; ``forward(T)`` returns the first
     T taps, (channels, T). FFN is Linear(E, F), Sin, (Linear(F, F), Sin) × (depth − 1),
     Linear(F, channels) without bias. The decay rates α_c are fixed and spread over the channels
-    from slow (the window falls to ``target`` at the end of the sequence,
-    ``slow_decay`` = 1.5 × max_len) to fast (at 0.3 × max_len): some channels look far back,
-    others only at the recent past.
+    from slow (the window falls to ``target`` at t = ``slow_decay`` × max_len = 1.5 × max_len,
+    past the end of the sequence) to fast (at ``fast_decay`` × max_len = 0.3 × max_len): some
+    channels look far back, others only at the recent past.
     """
 
     def __init__(

@@ -9,7 +9,8 @@ from tfcourse.runtime import pin_threads
 # figures need, sets a process-wide malloc threshold that slows every small-tensor allocation
 # (about 2x on the ToMe benchmark), and a benchmark that does not measure memory must not pay it.
 BENCHMARKS = {"attention": "tfcourse.bench.attention", "kv_cache": "tfcourse.bench.kv_cache",
-              "tome": "tfcourse.bench.tome", "activator": "tfcourse.bench.activator"}
+              "tome": "tfcourse.bench.tome", "activator": "tfcourse.bench.activator",
+              "hyena": "tfcourse.bench.hyena"}
 
 
 def main() -> None:
