@@ -79,7 +79,8 @@ def fft_causal_conv(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 
 class ShortConv(nn.Module):
     """A causal depthwise convolution with a few taps (default 3), applied to each projection
-    before the long convolutions (section 3.3, the "short filter"): y_t = Σ_{s<K} w_s x_{t−s}.
+    before the long convolutions (section 3.3, the "short filter"): y_t = Σ_{s<K} w_s x_{t−s},
+    where w_s is ``conv.weight[c, 0, K − 1 − s]`` (``nn.Conv1d`` correlates, it does not flip).
 
     Padding K − 1 on the left only keeps it causal: padding on both sides would let position t
     read t + 1. (B, C, T) → (B, C, T).
@@ -156,7 +157,10 @@ class ImplicitFilter(nn.Module):
                              f"got {fast_decay!r}, {slow_decay!r}")
         if not 0 < target < 1:
             raise ValueError(f"target: expected a number in (0, 1), got {target!r}")
-        self.register_buffer("z", positional_features(max_len, num_features, max_len))  # (T, E)
+        # z and alpha follow from the arguments: not saved, so filters of other lengths can load
+        # each other's weights
+        z = positional_features(max_len, num_features, max_len)  # (T, E)
+        self.register_buffer("z", z, persistent=False)
         layers: list[nn.Module] = [nn.Linear(num_features, width), Sin(width, frequency)]
         for _ in range(depth - 1):
             layers += [nn.Linear(width, width), Sin(width, frequency)]
@@ -164,11 +168,11 @@ class ImplicitFilter(nn.Module):
         self.ffn = nn.Sequential(*layers)
         # the window exp(−α t / max_len) reaches `target` at t = decay × max_len
         decay = torch.linspace(fast_decay, slow_decay, channels)  # (channels,)
-        self.register_buffer("alpha", -math.log(target) / decay)
+        self.register_buffer("alpha", -math.log(target) / decay, persistent=False)
 
     def window(self, T: int) -> torch.Tensor:
         """The decay window exp(−α_c t / max_len) of each channel: (channels, T)."""
-        t = torch.arange(T, device=self.alpha.device, dtype=torch.float32) / self.max_len
+        t = torch.arange(T, device=self.alpha.device, dtype=self.alpha.dtype) / self.max_len
         return torch.exp(-self.alpha[:, None] * t)
 
     def forward(self, T: int) -> torch.Tensor:
