@@ -9,8 +9,9 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
-from tfcourse.bench import hyena
+from tfcourse.bench import hyena, in_fresh_process
 from tfcourse.bench.attention import attention_cost, mha_comparison
 from tfcourse.bench.kv_cache import kv_cache_speedup
 
@@ -108,3 +109,12 @@ def test_growth_exponent_and_crossover_read_the_rows() -> None:
     assert hyena.crossover_length(rows, "quadratic", "linear") is None
     rows.append({"method": "quadratic", "length": 512, "seconds": 1e-9})  # ahead again at 512
     assert hyena.crossover_length(rows, "linear", "quadratic") is None
+
+
+def test_in_fresh_process_returns_the_result_from_another_process() -> None:
+    assert in_fresh_process(os.getpid) != os.getpid()
+    assert in_fresh_process(torch.get_num_threads) == torch.get_num_threads()  # pinned alike
+    assert torch.equal(in_fresh_process(torch.arange, 5), torch.arange(5))
+    assert in_fresh_process(print, "noise") is None  # printing does not spoil the result
+    with pytest.raises(RuntimeError, match="fn: int failed in the child process"):
+        in_fresh_process(int, "not a number")

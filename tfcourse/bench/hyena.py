@@ -26,7 +26,6 @@ from tfcourse.attention import (
     scaled_dot_product_attention,
     split_heads,
 )
-from tfcourse.bench.measure import median_seconds, peak_memory_mib
 from tfcourse.hyena import HyenaOperator, fft_causal_conv
 from tfcourse.masks import causal_mask
 from tfcourse.runtime import default_device
@@ -78,6 +77,10 @@ def hyena_vs_attention(
     ``max_call_seconds``, and explicit attention is not run where its batch · heads · T² scores
     would take more than ``max_scores_mib``: those lengths have no row.
     """
+    # imported here: measure changes malloc settings for the whole process (see in_fresh_process),
+    # and the lesson imports this module's fitting functions without measuring
+    from tfcourse.bench.measure import median_seconds, peak_memory_mib
+
     if not lengths:
         raise ValueError("lengths: expected at least one length, got none")
     lengths = sorted({_validate.integer(T, "lengths", 1) for T in lengths})
