@@ -265,6 +265,24 @@ def test_half_precision_inputs_are_scanned_in_float32(dtype):
     checks.expect_close(y.float(), expected, rtol=1e-2, atol=1e-2)
 
 
+def test_scans_run_in_float32_under_autocast():
+    inputs = [t.float().requires_grad_() for t in scan_inputs(2, 30, 4, 8)]
+    expected = selective_scan_parallel(*inputs)
+    expected_grads = torch.autograd.grad(expected.square().sum(), inputs)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # no bfloat16 matrix products inside
+        y = selective_scan_parallel(*inputs)
+        grads = torch.autograd.grad(y.square().sum(), inputs)
+        y_t, _ = selective_scan_step(*(t[:, 0] for t in (inputs[0], inputs[1])), inputs[2],
+                                     inputs[3][:, 0], inputs[4][:, 0], inputs[5],
+                                     torch.zeros(2, 4, 8))
+        sequential = selective_scan_sequential(*inputs)
+    checks.expect_close(y, expected, rtol=1e-6, atol=1e-7)
+    checks.expect_close(sequential, expected, rtol=1e-5, atol=1e-6)
+    checks.expect_close(y_t, expected[:, 0], rtol=1e-6, atol=1e-7)
+    for name, grad, expected_grad in zip(NAMES, grads, expected_grads, strict=True):
+        checks.expect_close(grad, expected_grad, name, rtol=1e-6, atol=1e-6)
+
+
 # --- bad input ---
 
 X, DELTA, A_, B_, C_, D_ = (t.float() for t in scan_inputs(2, 5, 3, 4))

@@ -22,7 +22,8 @@ r     tokens merged by one layer of Token Merging              r
 ====  =======================================================  ==============
 
 Hyena (chapter 7) uses N for the order of its operator and writes convolutions channels-first,
-(B, C, T), as ``torch.nn.Conv1d`` does.
+(B, C, T), as ``torch.nn.Conv1d`` does. The state space models of chapter 8 use N for the size of
+the state and Cᵢ for a Mamba block's inner width (:mod:`tfcourse.ssm`, :mod:`tfcourse.mamba`).
 
 Modules: :mod:`tfcourse.runtime` (device, dtype, seeding, threads),
 :mod:`tfcourse.masks`, :mod:`tfcourse.attention`, :mod:`tfcourse.checks` (the contract-check
@@ -32,7 +33,8 @@ Python), :mod:`tfcourse.training` (the trainer every chapter uses), :mod:`tfcour
 :mod:`tfcourse.feedforward`, :mod:`tfcourse.transformer` (chapter 2), :mod:`tfcourse.kv_cache`,
 :mod:`tfcourse.language_models` (chapter 3), :mod:`tfcourse.vit`, :mod:`tfcourse.convnet` and
 :mod:`tfcourse.classification` (chapter 4), :mod:`tfcourse.tome` (chapter 5), :mod:`tfcourse.glu`
-and :mod:`tfcourse.activator` (chapter 6), :mod:`tfcourse.hyena` (chapter 7).
+and :mod:`tfcourse.activator` (chapter 6), :mod:`tfcourse.hyena` (chapter 7), :mod:`tfcourse.ssm`,
+:mod:`tfcourse.mamba` and :mod:`tfcourse.norms` (chapter 8).
 """
 
 from tfcourse.activator import (
@@ -74,8 +76,19 @@ from tfcourse.language_models import (
     mask_tokens,
     next_token_loss,
 )
+from tfcourse.mamba import MambaBlock, MambaLM, MambaMixer, MambaState
 from tfcourse.masks import causal_mask, combine_masks, padding_mask, to_additive_mask
+from tfcourse.norms import RMSNorm
 from tfcourse.runtime import autocast_dtype, default_device, pin_threads, seed_everything
+from tfcourse.ssm import (
+    discretize,
+    selective_scan_parallel,
+    selective_scan_sequential,
+    selective_scan_step,
+    ssm_convolution,
+    ssm_kernel,
+    ssm_recurrent,
+)
 from tfcourse.tokenizers import CharTokenizer, WordTokenizer
 from tfcourse.tome import (
     ToMeViT,
@@ -118,8 +131,13 @@ __all__ = [
     "ImplicitFilter",
     "KVCache",
     "LearnedPositionalEmbedding",
+    "MambaBlock",
+    "MambaLM",
+    "MambaMixer",
+    "MambaState",
     "MultiHeadAttention",
     "PatchEmbedding",
+    "RMSNorm",
     "SequenceClassifier",
     "ShortConv",
     "SinusoidalPositionalEncoding",
@@ -138,6 +156,7 @@ __all__ = [
     "combine_masks",
     "default_device",
     "direct_causal_conv",
+    "discretize",
     "fft_causal_conv",
     "fused_scaled_dot_product_attention",
     "mask_tokens",
@@ -151,10 +170,16 @@ __all__ = [
     "proportional_attention",
     "scaled_dot_product_attention",
     "seed_everything",
+    "selective_scan_parallel",
+    "selective_scan_sequential",
+    "selective_scan_step",
     "shift_right",
     "simplified_glu",
     "shift_rotation",
     "sinusoidal_encoding",
     "split_heads",
+    "ssm_convolution",
+    "ssm_kernel",
+    "ssm_recurrent",
     "to_additive_mask",
 ]

@@ -29,6 +29,7 @@ and C stand for the batch and a width; in equations, for the SSM's matrices.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -185,6 +186,14 @@ def _scan_inputs(
                  for tensor in (x, delta, A, checked["B" + t], checked["C" + t], D))
 
 
+def _autocast_off(x: torch.Tensor) -> contextlib.AbstractContextManager:
+    """A context without autocast on the device of ``x``: autocast would run the scans' matrix
+    products in half precision and round the outputs and gradients at every position."""
+    if torch.amp.is_autocast_available(x.device.type):
+        return torch.autocast(x.device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
 def _step(
     x_t: torch.Tensor, delta_t: torch.Tensor, A: torch.Tensor, B_t: torch.Tensor,
     C_t: torch.Tensor, h: torch.Tensor,
@@ -218,10 +227,11 @@ def selective_scan_sequential(
     x, delta, A, B, C, D = _scan_inputs(x, delta, A, B, C, D)
     h = x.new_zeros(x.shape[0], *A.shape)  # (B, Cᵢ, N)
     ys = []
-    for x_t, delta_t, B_t, C_t in zip(x.unbind(1), delta.unbind(1), B.unbind(1), C.unbind(1),
-                                      strict=True):
-        y_t, h = _step(x_t, delta_t, A, B_t, C_t, h)
-        ys.append(y_t)
+    with _autocast_off(x):
+        for x_t, delta_t, B_t, C_t in zip(x.unbind(1), delta.unbind(1), B.unbind(1),
+                                          C.unbind(1), strict=True):
+            y_t, h = _step(x_t, delta_t, A, B_t, C_t, h)
+            ys.append(y_t)
     y = torch.stack(ys, dim=1)  # (B, T, Cᵢ)
     if D is not None:
         y = y + D * x  # + D x_t
@@ -235,6 +245,19 @@ class _ChunkedScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, delta, A, B, C, L):
+        with _autocast_off(x):
+            return _ChunkedScan._forward(ctx, x, delta, A, B, C, L)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy, d_last):
+        if dy is None and d_last is None:  # neither output was used
+            return None, None, None, None, None, None
+        with _autocast_off(ctx.saved_tensors[0]):
+            return _ChunkedScan._backward(ctx, dy, d_last)
+
+    @staticmethod
+    def _forward(ctx, x, delta, A, B, C, L):
         batch, T, d_inner = x.shape
         N, n = A.shape[1], T // L  # n chunks
         # position t = kL + i is chunk k, column i; each loop runs over i for all n chunks at once
@@ -268,8 +291,7 @@ class _ChunkedScan(torch.autograd.Function):
         return y, h[:, -1].clone()  # the last chunk's last state
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx, dy, d_last):
+    def _backward(ctx, dy, d_last):
         x, delta, A, B, C = ctx.saved_tensors
         L, A_bar, states, h0, chunk_decay = ctx.L, ctx.A_bar, ctx.states, ctx.h0, ctx.chunk_decay
         batch, T, d_inner = x.shape
@@ -389,7 +411,8 @@ def selective_scan_step(
         raise ValueError(f"h: expected shape {(*x.shape, A.shape[1])} (B, Cᵢ, N), got "
                          f"{tuple(h.shape)}")
     _validate.same_device("h", h, "x_t", x)
-    y_t, h = _step(x, delta, A, B, C, h.to(x.dtype))
+    with _autocast_off(x):
+        y_t, h = _step(x, delta, A, B, C, h.to(x.dtype))
     if D is not None:
         y_t = y_t + D * x  # + D x_t
     return y_t.to(x_t.dtype), h
