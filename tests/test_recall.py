@@ -1,4 +1,5 @@
-"""tfcourse.data.recall: associative recall, MQAR and induction heads, their batches and scores."""
+"""tfcourse.data.recall: associative recall, MQAR, induction heads and selective copying, their
+batches and scores."""
 
 import pytest
 import torch
@@ -12,14 +13,17 @@ from tfcourse.data import (
     recall_accuracy,
     recall_batches,
     recall_loss,
+    selective_copying,
 )
-from tfcourse.data.recall import IGNORE_INDEX
+from tfcourse.data.recall import IGNORE_INDEX, MARKER
 
 SIZES = {
     "ar": {"num_pairs": 6, "vocab_size": 20},
     "mqar": {"seq_len": 40, "num_pairs": 8, "vocab_size": 30},
     "induction": {"seq_len": 24, "vocab_size": 10},
+    "selective_copy": {"seq_len": 24, "num_tokens": 5, "vocab_size": 10},
 }
+LOOKUP_TASKS = ["ar", "mqar", "induction"]  # a query token recalls what followed it earlier
 
 
 def draw(task: str, batch_size: int = 64, seed: int = 0, **sizes: int):
@@ -34,7 +38,7 @@ def answer_by_lookup(sequence: list[int], t: int) -> int:
     return sequence[earlier[0] + 1]
 
 
-@pytest.mark.parametrize("task", list(RECALL_TASKS))
+@pytest.mark.parametrize("task", LOOKUP_TASKS)
 def test_every_label_is_the_token_after_the_earlier_occurrence_of_the_query(task: str) -> None:
     tokens, targets = draw(task)
     assert tokens.dtype == targets.dtype == torch.int64
@@ -102,6 +106,40 @@ def test_induction_trigger_occurs_exactly_twice() -> None:
     assert (targets[:, -1] == tokens.gather(1, (first + 1)[:, None])[:, 0]).all()
 
 
+def copy_by_reading(sequence: list[int], num_tokens: int) -> list[int]:
+    """The reference targets of selective copying: ignored up to the markers, then the tokens
+    that are not blank, in the order they occur."""
+    start = len(sequence) - num_tokens
+    data = [token for token in sequence[:start] if token != 0]
+    return [IGNORE_INDEX] * start + data
+
+
+def test_selective_copying_asks_for_the_scattered_tokens_in_order_at_the_markers() -> None:
+    seq_len, num_tokens, vocab_size = 24, 5, 10
+    tokens, targets = draw("selective_copy", batch_size=400, seed=3)
+    assert tokens.shape == targets.shape == (400, seq_len)
+    assert tokens.dtype == targets.dtype == torch.int64
+    start = seq_len - num_tokens
+    assert (tokens[:, start:] == MARKER).all()
+    for sequence, labels in zip(tokens.tolist(), targets.tolist(), strict=True):
+        assert labels == copy_by_reading(sequence, num_tokens)
+        data = [token for token in sequence[:start] if token != 0]
+        assert len(data) == num_tokens and all(2 <= token < vocab_size for token in data)
+    # the data go anywhere before the markers, with gaps that differ between sequences
+    placed = tokens[:, :start] != 0
+    assert placed.any(0).all()
+    gaps = {tuple(row.nonzero()[:, 0].diff().tolist()) for row in placed}
+    assert len(gaps) > 300
+    assert set(targets[:, start:].flatten().tolist()) == set(range(2, vocab_size))
+
+
+def test_selective_copying_can_fill_every_position_before_the_markers() -> None:
+    tokens, targets = selective_copying(50, seq_len=8, num_tokens=4, vocab_size=3,
+                                        generator=torch.Generator().manual_seed(0))
+    assert (tokens[:, :4] == 2).all() and (tokens[:, 4:] == MARKER).all()  # no blank left
+    assert (targets[:, 4:] == 2).all()
+
+
 @pytest.mark.parametrize("task", list(RECALL_TASKS))
 def test_batches_depend_on_seed_and_step_only(task: str) -> None:
     batches = recall_batches(task, 16, seed=3, **SIZES[task])
@@ -130,6 +168,10 @@ def test_tasks_use_the_given_generator_and_device() -> None:
     ("mqar", {"seq_len": 2, "num_pairs": 1, "vocab_size": 8}, "seq_len"),
     ("induction", {"seq_len": 2, "vocab_size": 8}, "seq_len"),
     ("induction", {"seq_len": 8, "vocab_size": 2}, "vocab_size"),
+    ("selective_copy", {"seq_len": 9, "num_tokens": 5, "vocab_size": 10}, "num_tokens"),
+    ("selective_copy", {"seq_len": 9, "num_tokens": 0, "vocab_size": 10}, "num_tokens"),
+    ("selective_copy", {"seq_len": 1, "num_tokens": 1, "vocab_size": 10}, "seq_len"),
+    ("selective_copy", {"seq_len": 9, "num_tokens": 2, "vocab_size": 2}, "vocab_size"),
 ])
 def test_bad_sizes_fail_at_construction_naming_the_argument(
     task: str, sizes: dict[str, int], argument: str

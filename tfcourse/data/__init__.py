@@ -5,8 +5,8 @@
   language models, and the word-order task for fine-tuning);
 * :mod:`tfcourse.data.digits`: handwritten digits, real images shipped with scikit-learn
   (chapters 4 to 6);
-* :mod:`tfcourse.data.recall`: synthetic in-context recall tasks, associative recall, MQAR and
-  induction heads (chapters 7 to 9);
+* :mod:`tfcourse.data.recall`: synthetic in-context recall tasks, associative recall, MQAR,
+  induction heads and selective copying (chapters 7 to 9);
 * :mod:`tfcourse.data.batching`: batches as a deterministic function of the step, which makes
   resumed training runs repeat exactly.
 """
@@ -29,6 +29,7 @@ from tfcourse.data.recall import (
     recall_accuracy,
     recall_batches,
     recall_loss,
+    selective_copying,
 )
 from tfcourse.data.text import (
     corpus_stats,
@@ -62,6 +63,7 @@ __all__ = [
     "recall_batches",
     "recall_loss",
     "scramble",
+    "selective_copying",
     "sentences",
     "split_of",
     "step_generator",

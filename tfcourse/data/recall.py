@@ -10,6 +10,8 @@ chapters 7 to 9, Hyena, Mamba and Jamba).
 * Induction heads (Olsson et al., 2022, "In-context Learning and Induction Heads"), as in Hyena
   (section 4.1) and Mamba (Gu and Dao, 2023, section 4.1.2): after a trigger token, recall the
   token that followed the trigger's earlier occurrence.
+* Selective copying (Gu and Dao, 2023, section 4.1.1, Figure 2): copy the few data tokens
+  scattered among blanks, in order; which positions hold them changes from sequence to sequence.
 
 A batch is ``(tokens, targets)``, both (B, T) int64. A causal model reads ``tokens[:, :t+1]``
 and must output ``targets[:, t]`` at position t; ``targets`` is :data:`IGNORE_INDEX` except at
@@ -33,6 +35,7 @@ from tfcourse.data.batching import step_generator
 IGNORE_INDEX = -100
 BLANK = 0
 TRIGGER = 1  # the induction-head task's special token
+MARKER = 1  # selective copying's "copy now" token: each task reserves token 1 for its own use
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -144,10 +147,47 @@ def induction_heads(
     return tokens.to(device), targets.to(device)
 
 
+def selective_copying(
+    batch_size: int, *, seq_len: int, num_tokens: int, vocab_size: int,
+    generator: torch.Generator | None = None, device: torch.device | str | None = None,
+) -> Batch:
+    """``num_tokens`` data tokens at random positions among blanks in the first
+    seq_len - num_tokens positions, then ``num_tokens`` copies of the marker 1; the targets at
+    the markers are the data tokens in the order they came:
+
+        tokens   7 0 0 4 0 9 0 0 1 1 1
+        targets  · · · · · · · · 7 4 9      (· = IGNORE_INDEX)
+
+    The data tokens come from 2..vocab_size-1 and may repeat; their positions are uniform
+    without replacement, so the gaps between them differ in every sequence. A model must keep
+    the tokens for their content, not for where they stand: a time-invariant SSM, whose
+    convolution kernel weighs each distance the same way in every sequence, does poorly; the
+    selective SSM can ignore the blanks (Gu and Dao, 2023, section 3.1). ``num_tokens`` labels
+    per sequence.
+    """
+    _validate.integer(batch_size, "batch_size", 1)
+    _validate.integer(seq_len, "seq_len", 2)
+    _validate.integer(num_tokens, "num_tokens", 1)
+    _validate.integer(vocab_size, "vocab_size", 3)
+    if 2 * num_tokens > seq_len:
+        raise ValueError(f"num_tokens: expected at most seq_len // 2 = {seq_len // 2} (a position "
+                         f"among the blanks and a marker for each), got {num_tokens}")
+    start = seq_len - num_tokens  # the first marker
+    positions = _distinct(batch_size, num_tokens, start, generator).sort(dim=1).values  # (B, n)
+    data = torch.randint(MARKER + 1, vocab_size, (batch_size, num_tokens), generator=generator)
+    tokens = torch.full((batch_size, seq_len), BLANK, dtype=torch.int64)
+    tokens.scatter_(1, positions, data)
+    tokens[:, start:] = MARKER
+    targets = torch.full_like(tokens, IGNORE_INDEX)
+    targets[:, start:] = data
+    return tokens.to(device), targets.to(device)
+
+
 RECALL_TASKS: dict[str, Callable[..., Batch]] = {
     "ar": associative_recall,
     "mqar": multi_query_associative_recall,
     "induction": induction_heads,
+    "selective_copy": selective_copying,
 }
 
 
