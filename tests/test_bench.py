@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from tfcourse.bench import hyena, in_fresh_process
+from tfcourse.bench import hyena, in_fresh_process, scan
 from tfcourse.bench.attention import attention_cost, mha_comparison
 from tfcourse.bench.kv_cache import kv_cache_speedup
 
@@ -43,7 +43,7 @@ def test_command_line_prints_the_table_and_the_ratio() -> None:
     bad = subprocess.run([sys.executable, "-m", "tfcourse.bench", "nope"],
                          capture_output=True, text=True)
     assert bad.returncode != 0
-    assert "NAME is one of: attention, kv_cache, tome, activator, hyena" in bad.stderr
+    assert "NAME is one of: attention, kv_cache, tome, activator, hyena, scan" in bad.stderr
 
 
 def test_kv_cache_benchmark_generates_the_same_tokens_both_ways() -> None:
@@ -109,6 +109,28 @@ def test_growth_exponent_and_crossover_read_the_rows() -> None:
     assert hyena.crossover_length(rows, "quadratic", "linear") is None
     rows.append({"method": "quadratic", "length": 512, "seconds": 1e-9})  # ahead again at 512
     assert hyena.crossover_length(rows, "linear", "quadratic") is None
+
+
+def test_scan_benchmark_prints_both_scans_and_their_ratio(capsys) -> None:
+    scan.main(["--lengths", "20", "8", "--device", "cpu", "--repeats", "1", "--d-inner", "4",
+               "--d-state", "2"])
+    out = capsys.readouterr().out
+    table = {int(line.split()[0]): [float(cell.rstrip("x")) for cell in line.split()[1:]]
+             for line in out.splitlines() if re.match(r"\s*\d+\s", line)}
+    assert sorted(table) == [8, 20]
+    for sequential, parallel, ratio in table.values():
+        assert sequential > 0 and parallel > 0
+        assert ratio == pytest.approx(sequential / parallel, rel=0.05, abs=0.05)
+    assert re.search(r"at T = 20: the parallel scan is \d+\.\dx faster", out)
+
+
+def test_scan_speed_times_both_scans_at_every_length() -> None:
+    rows = scan.scan_speed([5, 3, 5], d_inner=3, d_state=2, batch=1, device="cpu", repeats=2)
+    assert [(r["length"], r["method"]) for r in rows] == [
+        (3, "sequential"), (3, "parallel"), (5, "sequential"), (5, "parallel")]
+    assert all(r["seconds"] > 0 for r in rows)
+    with pytest.raises(ValueError, match="lengths: expected at least one length"):
+        scan.scan_speed([])
 
 
 def test_in_fresh_process_returns_the_result_from_another_process() -> None:

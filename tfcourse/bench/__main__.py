@@ -10,7 +10,7 @@ from tfcourse.runtime import pin_threads
 # (about 2x on the ToMe benchmark), and a benchmark that does not measure memory must not pay it.
 BENCHMARKS = {"attention": "tfcourse.bench.attention", "kv_cache": "tfcourse.bench.kv_cache",
               "tome": "tfcourse.bench.tome", "activator": "tfcourse.bench.activator",
-              "hyena": "tfcourse.bench.hyena"}
+              "hyena": "tfcourse.bench.hyena", "scan": "tfcourse.bench.scan"}
 
 
 def main() -> None:
