@@ -24,6 +24,8 @@ r     tokens merged by one layer of Token Merging              r
 Hyena (chapter 7) uses N for the order of its operator and writes convolutions channels-first,
 (B, C, T), as ``torch.nn.Conv1d`` does. The state space models of chapter 8 use N for the size of
 the state and Cᵢ for a Mamba block's inner width (:mod:`tfcourse.ssm`, :mod:`tfcourse.mamba`).
+The mixture of experts of chapter 9 (:mod:`tfcourse.moe`) writes X for the number of experts and k
+for the experts each token uses.
 
 Modules: :mod:`tfcourse.runtime` (device, dtype, seeding, threads),
 :mod:`tfcourse.masks`, :mod:`tfcourse.attention`, :mod:`tfcourse.checks` (the contract-check
@@ -34,7 +36,8 @@ Python), :mod:`tfcourse.training` (the trainer every chapter uses), :mod:`tfcour
 :mod:`tfcourse.language_models` (chapter 3), :mod:`tfcourse.vit`, :mod:`tfcourse.convnet` and
 :mod:`tfcourse.classification` (chapter 4), :mod:`tfcourse.tome` (chapter 5), :mod:`tfcourse.glu`
 and :mod:`tfcourse.activator` (chapter 6), :mod:`tfcourse.hyena` (chapter 7), :mod:`tfcourse.ssm`,
-:mod:`tfcourse.mamba` and :mod:`tfcourse.norms` (chapter 8).
+:mod:`tfcourse.mamba` and :mod:`tfcourse.norms` (chapter 8), :mod:`tfcourse.moe` and
+:mod:`tfcourse.jamba` (chapter 9).
 """
 
 from tfcourse.activator import (
@@ -68,6 +71,16 @@ from tfcourse.hyena import (
     direct_causal_conv,
     fft_causal_conv,
 )
+from tfcourse.jamba import (
+    JAMBA_V0_1,
+    GroupedQueryAttention,
+    JambaConfig,
+    JambaLayer,
+    JambaLM,
+    kv_cache_bytes,
+    mamba_state_bytes,
+    parameter_counts,
+)
 from tfcourse.kv_cache import KVCache
 from tfcourse.language_models import (
     DecoderOnlyLM,
@@ -78,6 +91,7 @@ from tfcourse.language_models import (
 )
 from tfcourse.mamba import MambaBlock, MambaLM, MambaMixer, MambaState
 from tfcourse.masks import causal_mask, combine_masks, padding_mask, to_additive_mask
+from tfcourse.moe import GatedFeedForward, MoEFeedForward, expert_load, load_balancing_loss
 from tfcourse.norms import RMSNorm
 from tfcourse.runtime import autocast_dtype, default_device, pin_threads, seed_everything
 from tfcourse.ssm import (
@@ -124,17 +138,24 @@ __all__ = [
     "EncoderOnlyLM",
     "FeedForward",
     "GLU",
+    "GatedFeedForward",
+    "GroupedQueryAttention",
     "History",
     "HyenaBlock",
     "HyenaLM",
     "HyenaOperator",
     "ImplicitFilter",
+    "JAMBA_V0_1",
+    "JambaConfig",
+    "JambaLM",
+    "JambaLayer",
     "KVCache",
     "LearnedPositionalEmbedding",
     "MambaBlock",
     "MambaLM",
     "MambaMixer",
     "MambaState",
+    "MoEFeedForward",
     "MultiHeadAttention",
     "PatchEmbedding",
     "RMSNorm",
@@ -157,14 +178,19 @@ __all__ = [
     "default_device",
     "direct_causal_conv",
     "discretize",
+    "expert_load",
     "fft_causal_conv",
     "fused_scaled_dot_product_attention",
+    "kv_cache_bytes",
+    "load_balancing_loss",
+    "mamba_state_bytes",
     "mask_tokens",
     "merge_heads",
     "merge_schedule",
     "merge_tokens",
     "next_token_loss",
     "padding_mask",
+    "parameter_counts",
     "patchify",
     "pin_threads",
     "proportional_attention",
@@ -174,8 +200,8 @@ __all__ = [
     "selective_scan_sequential",
     "selective_scan_step",
     "shift_right",
-    "simplified_glu",
     "shift_rotation",
+    "simplified_glu",
     "sinusoidal_encoding",
     "split_heads",
     "ssm_convolution",
