@@ -358,13 +358,15 @@ for T in (1024, max(fused) // 2):
 print(f"(measured in {cost_seconds:.0f} s)")
 
 # %% [markdown]
-# Time grows as $T^{a}$ with the exponent $a$ fitted above: about 1 for the FFT convolution
-# and the Hyena operator (the $\log T$ factor adds little over a few octaves) and about 2 for
-# explicit attention, whose work is quadratic. Fused attention's fit comes out lower: at a
-# thousand positions its fixed costs still weigh, and its time per doubling of the length rises
-# with the length, towards the factor 4 of quadratic work (printed above for the short and the
-# long end). It saves memory, not multiplications. The Hyena operator pays a
-# constant overhead (projections, filter generation, two convolutions) that makes it slower
+# Time grows as $T^{a}$ with the exponent $a$ fitted above: near 1 for the FFT convolution
+# and the Hyena operator (the $\log T$ factor adds little over a few octaves) and near 2 for
+# explicit attention, whose work is quadratic. The short calls take a millisecond or less, so
+# other work on the machine can move a fit by a few tenths: over our runs on 2 CPU cores the
+# FFT convolution's exponent ranged from 0.66 to 1.18, most often near 1.0. Fused attention's
+# fit comes out below 2: at a thousand positions its fixed costs still weigh, and its time per
+# doubling of the length rises with the length, towards the factor 4 of quadratic work (printed
+# above for the short and the long end). It saves memory, not multiplications. The Hyena
+# operator pays a constant overhead (projections, filter generation, two convolutions) that makes it slower
 # than attention on short sequences; the crossover printed above is where its slower growth
 # wins on this CPU. The paper reports the same shape on a GPU with optimised kernels: Hyena
 # operators twice as fast as highly optimised attention at 8K positions and 100× as fast at
