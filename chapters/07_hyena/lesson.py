@@ -66,7 +66,7 @@ print(f"torch {torch.__version__}, tfcourse {tc.__version__}, "
 #
 # $$
 # y_t = \sum_{s=0}^{t} h_{t-s}\, u_s , \qquad\text{that is}\qquad y = S_h\, u, \quad
-# (S_h)_{ts} = \begin{cases} h_{t-s} & s \le t \\ 0 & s > t \end{cases} \tag{1.1}
+# (S_h)_{ts} = \begin{cases} h_{t-s} & s \le t \cr 0 & s > t \end{cases} \tag{1.1}
 # $$
 #
 # one channel at a time. With a filter as long as the sequence, every output reads every
