@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from tfcourse.bench import hyena, in_fresh_process, scan
+from tfcourse.bench import decoding, hyena, in_fresh_process, scan
 from tfcourse.bench.attention import attention_cost, mha_comparison
 from tfcourse.bench.kv_cache import kv_cache_speedup
 
@@ -43,7 +43,8 @@ def test_command_line_prints_the_table_and_the_ratio() -> None:
     bad = subprocess.run([sys.executable, "-m", "tfcourse.bench", "nope"],
                          capture_output=True, text=True)
     assert bad.returncode != 0
-    assert "NAME is one of: attention, kv_cache, tome, activator, hyena, scan" in bad.stderr
+    names = "attention, kv_cache, tome, activator, hyena, scan, decoding"
+    assert f"NAME is one of: {names}" in bad.stderr
 
 
 def test_kv_cache_benchmark_generates_the_same_tokens_both_ways() -> None:
@@ -131,6 +132,24 @@ def test_scan_speed_times_both_scans_at_every_length() -> None:
     assert all(r["seconds"] > 0 for r in rows)
     with pytest.raises(ValueError, match="lengths: expected at least one length"):
         scan.scan_speed([])
+
+
+def test_decoding_state_is_constant_for_mamba_and_linear_for_the_kv_cache() -> None:
+    C, L, T = 16, 2, (256, 1024)
+    rows = decoding.decoding_memory(T, d_model=C, num_layers=L, num_heads=2, new_tokens=4,
+                                    device="cpu")
+    state = {(r["model"], r["length"]): r["state_mib"] * 2**20 for r in rows}
+    peak = {(r["model"], r["length"]): r["step_peak_mib"] for r in rows}
+    Ci, K, N = 2 * C, 4, 16  # MambaLM's defaults: expand 2, d_conv 4, d_state 16
+    for length in T:
+        # per layer: the last K - 1 inputs of the convolution and the (Cᵢ, N) SSM state
+        assert state[("Mamba", length)] == L * (Ci * (K - 1) + Ci * N) * 4
+        # per layer: keys and values, (1, H, T, D) each, one per position read
+        assert state[("attention", length)] == L * 2 * length * C * 4
+    assert peak[("attention", 1024)] > 2 * peak[("attention", 256)]
+    assert peak[("Mamba", 1024)] < peak[("attention", 1024)] / 4
+    with pytest.raises(ValueError, match="lengths: expected at least one length"):
+        decoding.decoding_memory([])
 
 
 def test_in_fresh_process_returns_the_result_from_another_process() -> None:

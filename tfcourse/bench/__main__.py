@@ -10,7 +10,8 @@ from tfcourse.runtime import pin_threads
 # (about 2x on the ToMe benchmark), and a benchmark that does not measure memory must not pay it.
 BENCHMARKS = {"attention": "tfcourse.bench.attention", "kv_cache": "tfcourse.bench.kv_cache",
               "tome": "tfcourse.bench.tome", "activator": "tfcourse.bench.activator",
-              "hyena": "tfcourse.bench.hyena", "scan": "tfcourse.bench.scan"}
+              "hyena": "tfcourse.bench.hyena", "scan": "tfcourse.bench.scan",
+              "decoding": "tfcourse.bench.decoding"}
 
 
 def main() -> None:
