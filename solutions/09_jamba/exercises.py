@@ -84,9 +84,10 @@ tfcourse.pin_threads()
 # key/value head among $H / G$ query heads: Exercise 5), the cache takes
 #
 # $$\text{bytes} = 2 \cdot L_\text{attention} \cdot G \cdot D \cdot \text{context} \cdot
-# \text{batch} \cdot \text{dtype\_bytes},$$
+# \text{batch} \cdot \text{bytes per number},$$
 #
-# the 2 for a key and a value. Jamba-v0.1 ($C = 4096$, $H = 32$, $G = 8$, so $D = 128$; 4
+# the 2 for a key and a value (`dtype_bytes` is the bytes per number: 2 for float16 and
+# bfloat16). Jamba-v0.1 ($C = 4096$, $H = 32$, $G = 8$, so $D = 128$; 4
 # attention layers) at a context of 256K = 262144 tokens in 16-bit numbers: $2 \cdot 4 \cdot 8
 # \cdot 128 \cdot 262144 \cdot 2$ bytes = 4 GiB, the "4GB" of the paper's Table 1; the same
 # shape with attention in all 32 layers, as Mixtral has, needs 32 GiB.
@@ -692,6 +693,14 @@ def _hidden_tests() -> bool:
         with checks.forbid(*blocked, task="Exercise 3"):
             result = moe_forward(x_in, twin.router.weight, counted, k)
         checks.expect_close(result, expected.detach(), label)
+        with torch.no_grad():
+            if count == 1:  # one expert, of weight 1: the layer is that expert
+                checks.expect_close(result.detach(), reference.experts[0](x), label)
+            if k == count:  # every expert, weighted by its probability
+                probs = torch.softmax(x @ reference.router.weight.T, dim=-1)  # (B, T, X)
+                mixture = sum(probs[..., i, None] * expert(x)
+                              for i, expert in enumerate(reference.experts))
+                checks.expect_close(result.detach(), mixture, f"{label}, the mixture of all")
         seen = [expert.rows for expert in counted]
         assert seen == expected_rows, (
             f"{label}: the experts saw {seen} token rows, expected {expected_rows}")
@@ -893,7 +902,7 @@ assert _hidden_tests()
 # %% [markdown] nbgrader={"grade": false, "grade_id": "gqa_statement", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # ## Exercise 5: grouped-query attention (4 points)
 #
-# Jamba's attention layers use grouped-query attention (section 3.1; Ainslie et al., 2023, "GQA",
+# Jamba's attention layers use grouped-query attention (Ainslie et al., 2023, "GQA",
 # arXiv:2305.13245, section 2.2): $H$ query heads, but only $G$ key/value heads, $G$ a divisor
 # of $H$. The query heads form $G$ groups of $H / G$ consecutive heads, and the heads of group
 # $g$ share the key and the value of head $g$: query head $h$ reads key/value head
