@@ -903,8 +903,10 @@ assert _hidden_tests()
 # - **Not allowed:** `mixer.step` and `mixer(...)` (`forward`), `tfcourse.selective_scan_step`,
 #   `selective_scan_sequential` and `selective_scan_parallel` (the hidden tests check).
 # - **Pitfalls:** the newest input goes last in the window and the new `conv_state` is
-#   `window[..., 1:]` (dropping the oldest), not `window[..., :-1]` nor the newest first; do not
-#   flip the weight; add the convolution's bias and apply the SiLU before the SSM; update $h$
+#   `window[..., 1:]` (dropping the oldest), not `window[..., :-1]` nor the newest first; the
+#   window needs no padding: padded on both sides (`padding="same"` or `K // 2`) the convolution
+#   is centred, and its last output reads a zero after $u_t$; do not flip the weight; add the
+#   convolution's bias and apply the SiLU before the SSM; update $h$
 #   before reading $y_t = C_t h_t + D v_t$; the gate is $\operatorname{SiLU}(z_t)$, the second
 #   half of `in_proj`'s output; build the new states as new tensors instead of writing into
 #   the ones you are given.
@@ -955,9 +957,11 @@ with torch.no_grad():
 
 
 def steps(read_first=False, conv="right", flip=False, bias=True, silu=True, gate="silu(z)",
-          skip=True):
+          skip=True, centred=False):
     """Six steps with one thing changed: the mistakes the check recognises."""
     weight = mixer.conv.weight[:, 0].flip(-1) if flip else mixer.conv.weight[:, 0]  # (Cᵢ, K)
+    if centred:  # the window shifted by one: the middle tap meets u_t, the last one a zero
+        weight = torch.cat([torch.zeros_like(weight[:, :1]), weight[:, :-1]], dim=-1)
     window_state, h, outs = torch.zeros(2, 8, 2, dtype=torch.float64), 0.0, []
     for t in range(6):
         u, z = mixer.in_proj(x[:, t]).chunk(2, dim=-1)
@@ -970,7 +974,8 @@ def steps(read_first=False, conv="right", flip=False, bias=True, silu=True, gate
         new = torch.exp(delta[..., None] * mixer.A) * h + (delta * v)[..., None] * B[:, None, :]
         y = ((h if read_first else new) * C[:, None, :]).sum(-1) + (mixer.D * v if skip else 0.0)
         h = new
-        outs.append(mixer.out_proj(y if gate == "none" else y * F.silu(z)))
+        gated = {"none": y, "z": y * z}.get(gate, y * F.silu(z))
+        outs.append(mixer.out_proj(gated))
         window_state = {"right": window[..., 1:], "stale": window_state,
                         "newest first": torch.cat([u[..., None], window_state[..., :-1]], -1)}[conv]
     return torch.stack(outs, dim=1)
@@ -986,9 +991,14 @@ with torch.no_grad():
         "first, and drop its first entry, window[..., 1:]": steps(conv="newest first"),
         "the convolution's weight is flipped: nn.Conv1d does not flip it, so its last tap, "
         "weight[:, 0, K - 1], meets the newest input, the last of the window": steps(flip=True),
+        "the convolution is centred (padding='same' or K // 2, then the last output): the "
+        "middle tap meets u_t and the last one a zero after it. The window holds exactly K "
+        "positions, oldest first, without padding, and the last tap meets u_t":
+            steps(centred=True),
         "the convolution's bias is missing": steps(bias=False),
         "the SiLU after the convolution is missing: v_t = SiLU(conv(window))": steps(silu=False),
         "the gate is missing: the output is out_proj(y_t * SiLU(z_t))": steps(gate="none"),
+        "the gate is z_t: it goes through a SiLU, out_proj(y_t * SiLU(z_t))": steps(gate="z"),
         "u and z are swapped: in_proj's output is u (the SSM branch), then z (the gate)":
             steps(gate="swapped"),
         "the skip D v_t is missing: y_t = C_t h_t + D v_t": steps(skip=False),

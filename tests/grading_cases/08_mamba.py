@@ -18,9 +18,9 @@ B x, takes the zero-order hold's B̄, sums over the channels, or updates the sta
 parallel scan that never updates a, uses the new a in the same round, composes in the wrong
 order, stops one round short, loops over the positions, divides by cumulative products, or
 writes into its inputs; a decoding step that reads the SSM state before updating it, keeps the
-oldest convolution inputs or puts the newest first, flips the weight, drops the convolution's
-bias or its SiLU, the gate or its SiLU, swaps u and z, drops D, writes into the caller's states,
-or assumes K > 1; and calls to the reference.
+oldest convolution inputs or puts the newest first, centres the convolution (padding="same"),
+flips the weight, drops the convolution's bias or its SiLU, the gate or its SiLU, swaps u and
+z, drops D, writes into the caller's states, or assumes K > 1; and calls to the reference.
 """
 
 NOTEBOOK = "exercises"
@@ -570,6 +570,13 @@ return h.reshape(shape)
     "step_weight_flipped": {
         "replace": {"step": edit(STEP_RIGHT, step, ("mixer.conv.weight[:, 0]",
                                                     "mixer.conv.weight[:, 0].flip(-1)"))},
+        "loses": "step", "fails": STEP,
+    },
+    "step_centred_convolution": {  # padding="same": the middle tap meets u_t (right for K = 1)
+        "replace": {"step": edit(STEP_RIGHT, step, (
+            "v = F.silu((window * mixer.conv.weight[:, 0]).sum(-1) + mixer.conv.bias)",
+            "v = F.silu(F.conv1d(window, mixer.conv.weight, mixer.conv.bias, padding=\"same\", "
+            "groups=window.shape[1])[..., -1])"))},
         "loses": "step", "fails": STEP,
     },
     "step_without_conv_bias": {
