@@ -95,8 +95,8 @@ tfcourse.pin_threads()
 # **Write** two functions:
 #
 # - `layer_schedule(num_layers, attn_layer_period, attn_layer_offset, expert_layer_period,
-#   expert_layer_offset)`: ints, the periods at least 1, each offset in $0, \dots, \text{period}
-#   - 1$; `num_layers` need not be a multiple of a period. Return a list of `num_layers` pairs
+#   expert_layer_offset)`: ints, the periods at least 1 and each offset below its period;
+#   `num_layers` need not be a multiple of a period. Return a list of `num_layers` pairs
 #   `(mixer, uses_experts)`, layer 0 first: `mixer` the string `"attention"` or `"mamba"`,
 #   `uses_experts` a Python bool. The first pair of the Jamba block is `("mamba", False)`.
 # - `kv_cache_bytes(schedule, d_model, num_heads, num_kv_heads, context, batch=1,
@@ -911,7 +911,7 @@ assert _hidden_tests()
 # attention (Jamba-v0.1: $H = 32$, $G = 8$). Each head is causal attention,
 #
 # $$\text{head}_h = \operatorname{softmax}\!\left(\frac{Q_h K_{g(h)}^\top}{\sqrt{D}} + M\right)
-# V_{g(h)}, \qquad M_{ts} = \begin{cases} 0 & s \le t \\ -\infty & s > t, \end{cases}$$
+# V_{g(h)}, \qquad M_{ts} = \begin{cases} 0 & s \le t \cr -\infty & s > t, \end{cases}$$
 #
 # and Jamba's attention has **no positional encoding** at all: the Mamba layers carry the order
 # of the tokens (section 6.5), so nothing is added to the queries or the keys, and the causal
