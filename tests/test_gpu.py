@@ -153,3 +153,62 @@ def test_hyena_on_cuda_matches_the_cpu_and_trains_under_bfloat16_autocast() -> N
     assert logits.device.type == "cuda" and torch.isfinite(logits).all()
     logits.float().square().mean().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_selective_scans_on_cuda_match_the_cpu_in_float32_and_bfloat16() -> None:
+    from tfcourse.bench.scan import scan_inputs
+
+    inputs = [t.requires_grad_() for t in scan_inputs(2, 333, 16, 8)]
+    expected = tc.selective_scan_sequential(*inputs)
+    expected_grads = torch.autograd.grad(expected.square().sum(), inputs)
+    on_cuda = [t.detach().to(CUDA).requires_grad_() for t in inputs]
+    for scan in (tc.selective_scan_sequential, tc.selective_scan_parallel):
+        y = scan(*on_cuda)
+        checks.expect_device_dtype(y, "cuda", torch.float32)
+        checks.expect_close(y.cpu(), expected, rtol=1e-4, atol=1e-4)
+        grads = torch.autograd.grad(y.square().sum(), on_cuda)
+        for got, want in zip(grads, expected_grads, strict=True):
+            assert (got.cpu() - want).abs().max() <= 1e-3 * want.abs().max()
+    half = tc.selective_scan_parallel(*[t.detach().to(CUDA, torch.bfloat16) for t in inputs])
+    checks.expect_device_dtype(half, "cuda", torch.bfloat16)
+    assert (half.float().cpu() - expected).abs().max() < 0.05 * expected.abs().max()
+
+
+def test_mamba_on_cuda_decodes_step_by_step_and_trains_under_bfloat16_autocast() -> None:
+    torch.manual_seed(0)
+    model = tc.MambaLM(50, d_model=32, num_layers=2).to(CUDA).eval()
+    tokens = torch.randint(50, (2, 40), device=CUDA)
+    with torch.no_grad():
+        full = model(tokens)
+        state = model.new_state(2)
+        stepped = []
+        for t in range(tokens.shape[1]):
+            logits, state = model.step(tokens[:, t], state)
+            stepped.append(logits)
+    checks.expect_device_dtype(state[0].ssm, "cuda", torch.float32)
+    checks.expect_close(torch.stack(stepped, 1), full, rtol=1e-4, atol=1e-4)
+    model.train()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        logits = model(tokens)
+    assert torch.isfinite(logits).all()
+    logits.float().square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_tiny_jamba_on_cuda_matches_the_cpu_and_keeps_its_decoding_state_constant() -> None:
+    from tfcourse.bench.decoding import decoding_memory
+
+    torch.manual_seed(0)
+    model = tc.JambaLM(tc.JambaConfig(vocab_size=40, max_len=64))
+    tokens = torch.randint(40, (2, 48))
+    expected = model(tokens)
+    logits = model.to(CUDA)(tokens.to(CUDA))
+    checks.expect_close(logits.cpu(), expected, rtol=1e-4, atol=1e-4)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = model(tokens.to(CUDA)).float().square().mean() + 0.01 * model.aux_loss()
+    loss.backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+    rows = decoding_memory([1024, 4096], device="cuda")
+    state = {(r["model"], r["length"]): r["state_mib"] for r in rows}
+    assert state[("Mamba", 1024)] == state[("Mamba", 4096)]
+    assert state[("attention", 4096)] == 4 * state[("attention", 1024)]

@@ -89,7 +89,7 @@ def expert_load(router_logits: torch.Tensor, top_k: int) -> torch.Tensor:
     chosen = probs.topk(top_k, dim=-1).indices  # (B·T, k)
     # each token picks k distinct experts, so counting its one-hot rows counts tokens
     counts = F.one_hot(chosen, logits.shape[-1]).sum(dim=(0, 1))  # (X,)
-    return counts.float() / logits.shape[0]
+    return counts.to(probs.dtype) / logits.shape[0]  # float64 logits keep float64
 
 
 def load_balancing_loss(router_logits: torch.Tensor, top_k: int, num_experts: int) -> torch.Tensor:

@@ -358,18 +358,19 @@ ax.set(xlabel="tokens read", ylabel="MiB", title="decoding memory, batch 1, C = 
 ax.legend(fontsize=8)
 ax.grid(which="both")
 plt.show()
-ratio = table[("attention", 16384)]["state_mib"] / table[("attention", 1024)]["state_mib"]
-print(f"from 1K to 16K tokens the KV cache grew {ratio:.0f}x; the Mamba state "
+growth = table[("attention", 16384)]["state_mib"] / table[("attention", 1024)]["state_mib"]
+print(f"from 1K to 16K tokens the KV cache grew {growth:.0f}x; the Mamba state "
       f"{table[('Mamba', 16384)]['state_mib'] / table[('Mamba', 1024)]['state_mib']:.0f}x")
 
 # %% [markdown]
-# The Mamba state is the same 20 KiB at every length; the KV cache doubles with each doubling
-# of the context. The decoding steps' own memory tells the same story: an attention step reads
-# the whole cache and, in this implementation, copies it to append one position (`torch.cat`),
-# so its peak grows with the context; a Mamba step replaces its state by one of the same size
-# (near zero on the plot, drawn at $10^{-3}$ where nothing was measured). Chapter 9 puts
-# numbers on this at the size of a released model: at 256K tokens, the KV cache of a
-# Transformer of 7B parameters outgrows the GPU that holds its weights.
+# The Mamba state is the same 19 KiB at every length; the KV cache doubles with each doubling
+# of the context (16 MiB at 16K tokens for this small model). The decoding steps' own memory
+# tells the same story: an attention step reads the whole cache, and in this implementation
+# copies it to append one position (`torch.cat`), so its peak grows with the context, here to
+# about four times the cache; a Mamba step replaces its state by one of the same size (drawn at
+# $10^{-3}$ MiB on the plot where nothing was measured). Chapter 9 puts numbers on this at the
+# size of a released model: at 256K tokens, the KV cache of a 7B-parameter Transformer takes
+# 128 GiB.
 #
 # ## 7. Selective copying: Mamba against a time-invariant SSM
 #
@@ -436,28 +437,33 @@ axes[1].axhline(0.9, color="grey", linestyle=":")
 plt.show()
 
 # %% [markdown]
-# What did the selective model learn to do with $\Delta$? Below, the step sizes of its first
-# layer on one held-out sequence, averaged over the $C_i$ channels, with the data tokens marked.
+# What did the selective model do with $\Delta$? Below, the step sizes of its first layer on the
+# held-out sequences: for each of the $C_i = 128$ channels, the mean $\Delta$ at data tokens
+# over the mean at blanks, and, for one sequence, $\Delta$ along the positions in the eight
+# channels where that ratio is largest.
 
 # %%
 captured = {}
 hook = mamba.blocks[0].mixer.dt_proj.register_forward_hook(
     lambda module, args, out: captured.update(delta=F.softplus(out)))
-sample = test_tokens[:1].to(device)
 with torch.no_grad():
-    predicted = mamba(sample).argmax(-1)[0]
+    predicted = mamba(test_tokens.to(device)).argmax(-1)
 hook.remove()
-mean_delta = captured["delta"][0].mean(-1).cpu()  # (T,)
-is_data = sample[0].cpu() > 1
+delta_0 = captured["delta"].cpu()  # (B, T, Cᵢ): Δ of every position and channel, layer 0
+is_data, is_blank = test_tokens > 1, test_tokens == 0  # (B, T)
+ratio = delta_0[is_data].mean(0) / delta_0[is_blank].mean(0)  # (Cᵢ,)
+print(f"channels whose Δ is over 2x larger at data tokens than at blanks: "
+      f"{int((ratio > 2).sum())} of {ratio.numel()}; over 2x smaller: {int((ratio < 0.5).sum())}")
+top = ratio.argsort(descending=True)[:8]
 fig, ax = plt.subplots(figsize=(9, 2.8))
-ax.bar(range(TASK["seq_len"]), mean_delta, color=["C3" if d else "C0" for d in is_data])
-ax.set_xticks(range(TASK["seq_len"]), [str(t) for t in sample[0].tolist()], fontsize=7)
-ax.set(xlabel="input token (red: data, 0: blank, 1: marker)", ylabel="mean Δ",
-       title="Δ in the first layer of the trained Mamba model")
+image = ax.imshow(delta_0[0][:, top].T, cmap="viridis", aspect="auto")
+ax.set_xticks(range(TASK["seq_len"]), [str(t) for t in test_tokens[0].tolist()], fontsize=7)
+ax.set_yticks(range(8), [f"ch {c}" for c in top.tolist()], fontsize=7)
+ax.set(xlabel="input token (0 blank, 1 marker, others data)",
+       title="Δ in the 8 most data-selective channels of layer 0, one held-out sequence")
+fig.colorbar(image, ax=ax, label="Δ")
 plt.show()
-print(f"mean Δ at data tokens {mean_delta[is_data].mean():.3f}, at blanks "
-      f"{mean_delta[sample[0].cpu() == 0].mean():.3f}; copied: "
-      f"{predicted[-TASK['num_tokens']:].tolist()}, expected: "
+print(f"copied: {predicted[0, -TASK['num_tokens']:].tolist()}, expected: "
       f"{test_targets[0, -TASK['num_tokens']:].tolist()}")
 
 # %% [markdown]
@@ -466,9 +472,11 @@ print(f"mean Δ at data tokens {mean_delta[is_data].mean():.3f}, at blanks "
 # with the same block, width and training, stays far below: it can keep what came a fixed
 # distance back, not what came at positions that change from one sequence to the next. The
 # paper's Table 1 shows the same contrast at a larger scale, between S4 layers and the
-# selective S6. How the learned $\Delta$ is spread over the tokens is printed above: whether it
-# separates data tokens from blanks in the first layer, or leaves that to the convolution and
-# the second layer, depends on the run.
+# selective S6. The learned step sizes show the mechanism of section 3: in a share of the
+# channels of the first layer (counted above), $\Delta$ jumps at the data tokens, which writes
+# them into the state, and stays small at the blanks, which the state then lets pass. Other
+# channels do the opposite; what they track (the count of blanks, the markers) is left to the
+# curious reader.
 #
 # Selection is not free of limits: the state still has a fixed size, so a task that must keep
 # many facts at once (multi-query associative recall with many pairs, chapter 7) eventually

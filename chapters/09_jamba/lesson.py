@@ -343,7 +343,7 @@ print(f"for instance the logits of a 140K-token prompt, 140K × {config.vocab_si
 
 # %%
 TASK = dict(seq_len=32, num_pairs=4, vocab_size=32)  # as in chapter 7
-STEPS, BATCH, LR = 200, 64, 3e-3
+STEPS, BATCH, LR = 150, 64, 3e-3
 base = dataclasses.replace(tiny, vocab_size=TASK["vocab_size"], max_len=TASK["seq_len"])
 schedules = {
     "Jamba (1 attention : 3 Mamba)": base,  # attention at layer 2
