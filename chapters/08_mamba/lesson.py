@@ -312,8 +312,8 @@ with torch.no_grad():
     full = mixer(x)
     state = mixer.new_state(batch_size=2)
     stepped = []
-    for t in range(x.shape[1]):
-        y_t, state = mixer.step(x[:, t], state)
+    for x_t in x.unbind(1):  # (B, C), one position after another
+        y_t, state = mixer.step(x_t, state)
         stepped.append(y_t)
 checks.expect_close(torch.stack(stepped, 1), full, "step by step", atol=1e-5)
 print(f"causal; step by step equals the parallel forward to "

@@ -197,10 +197,10 @@ NUM_EXPERTS, TOP_K, MOE_STEPS = 8, 2, 400
 class DigitsMoE(nn.Module):
     """pixels (B, 64) -> a token of width 32 -> + MoE(token) -> 10 class scores."""
 
-    def __init__(self) -> None:
+    def __init__(self, num_experts: int, top_k: int) -> None:
         super().__init__()
         self.embed = nn.Linear(64, 32)
-        self.moe = tc.MoEFeedForward(32, 64, num_experts=NUM_EXPERTS, top_k=TOP_K)
+        self.moe = tc.MoEFeedForward(32, 64, num_experts=num_experts, top_k=top_k)
         self.head = nn.Linear(32, 10)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -210,7 +210,7 @@ class DigitsMoE(nn.Module):
 
 def train_digits(alpha: float) -> dict:
     tc.seed_everything(0)
-    net = DigitsMoE()
+    net = DigitsMoE(NUM_EXPERTS, TOP_K)
     optimizer = torch.optim.AdamW(net.parameters(), lr=3e-3)
     batches = torch.Generator().manual_seed(1)
     steps, shares = [], []
