@@ -87,8 +87,9 @@ print(f"parameters: {total / 1e9:.2f}B in all, {active / 1e9:.2f}B used per toke
 # %% [markdown]
 # Why this mix, by the paper's own ablations (section 6):
 #
-# * **Attention is rare.** 1 attention layer in 8 matched 1 in 2 in quality at the 1.3B scale,
-#   and it is what sets the KV cache (section 4).
+# * **Attention is rare.** In the ablations of 1.3B-parameter models, 1 attention layer in 8
+#   ($a\!:\!m = 1\!:\!7$) did about as well as 1 in 4 ($1\!:\!3$) (section 6.1), and the
+#   attention layers are what sets the KV cache (section 4 of this page).
 # * **Attention is there at all** because pure Mamba models did worse on in-context learning:
 #   they failed to follow the format of few-shot prompts, which the hybrid picked up, and its
 #   attention layers showed induction-like heads (section 6.2). Section 5 of this page tests the
