@@ -271,10 +271,10 @@ plt.show()
 # with about $3\sqrt T$ Python steps instead of $T$ its time per position falls as $T$ grows:
 # the ratio widens with length. Both still do $O(T)$ arithmetic; the scan is **linear** in the
 # length, where attention is quadratic (chapter 7 measured that). Two textbook alternatives were
-# slower than the loop on this CPU and are not used: a log-depth scan that rewrites the whole
-# $(B, T, C_i, N)$ tensor in each of its $\log_2 T$ rounds, and chunks computed from
-# exponentials of differences of cumulative sums, which hold an $(L, L)$ matrix per channel and
-# state entry.
+# slower than the loop on this CPU and are not used: a log-depth scan (Hillis and Steele, 1986;
+# Blelloch, 1990) that rewrites the whole $(B, T, C_i, N)$ tensor in each of its $\log_2 T$
+# rounds, and chunks computed from exponentials of differences of cumulative sums, which hold an
+# $(L, L)$ matrix per channel and state entry.
 #
 # ## 5. The Mamba block
 #
@@ -514,6 +514,8 @@ print(f"copied: {predicted[0, -TASK['num_tokens']:].tolist()}, expected: "
 #   diagonal state space models (S4D). *NeurIPS*. arXiv:2206.11893.
 # * Blelloch, G. E. (1990). Prefix sums and their applications. Technical report
 #   CMU-CS-90-190.
+# * Hillis, W. D., Steele, G. L. (1986). Data parallel algorithms. *Communications of the ACM*
+#   29(12).
 
 # %%
 lesson_seconds = time.perf_counter() - lesson_start
