@@ -1,15 +1,21 @@
-# The two commands of the README:
+# The commands of the README:
 #   make book   set up .venv, build the notebooks' site with every lesson executed (_build/html)
 #   make test   set up .venv (and a headless Chromium), run the whole test suite
-# Both create their own pinned environment; nothing needs to be installed by hand.
+# For instructors:
+#   make grade ASSIGNMENT=01_attention [JOBS=N]   grade every submitted/<student>/01_attention/
+#   in a sandbox, then write the feedback and grades.csv (chapters/appendices/instructor.md)
+#   make student-edition DEST=<folder>   write the repository learners get (no solutions)
+# Each creates its own pinned environment; nothing needs to be installed by hand.
 
 VENV   := .venv
 PY     := $(VENV)/bin/python
 # nbgrader calls `alembic` by name, so the environment's bin folder must be on PATH.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export TFCOURSE_THREADS ?= 2
+COURSE ?= .
+JOBS   ?= $(shell nproc)
 
-.PHONY: book test venv browser notebooks lint lock clean
+.PHONY: book test venv browser notebooks student-edition lint lock clean
 
 venv: $(VENV)/.installed
 
@@ -23,14 +29,24 @@ book: venv
 	rm -rf _build
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
 
-test: venv browser
+test: venv browser sandbox
 	$(PY) -m pytest -ra --durations=25
 
 browser:
 	tools/install-browser.sh
 
+sandbox:
+	tools/install-sandbox.sh
+
+grade: venv
+	$(if $(ASSIGNMENT),,$(error name the assignment: make grade ASSIGNMENT=01_attention))
+	TFCOURSE_THREADS=1 $(PY) tools/grade.py $(ASSIGNMENT) --course $(COURSE) --jobs $(JOBS)
+
 notebooks: venv
 	$(PY) tools/notebooks.py
+
+student-edition: venv
+	$(PY) tools/student_edition.py "$(DEST)"
 
 lint: venv
 	$(VENV)/bin/ruff check .
@@ -42,4 +58,4 @@ lock:
 	 /tmp/tfcourse-lock/bin/pip freeze | sed 's/+cpu$$//') > requirements/dev.txt
 
 clean:
-	rm -rf _build _release submitted autograded feedback gradebook.db tests/artifacts
+	rm -rf _build _release submitted autograded feedback gradebook.db .grading tests/artifacts

@@ -15,11 +15,17 @@ Besides the folders, this file sets three things that nbgrader 0.9.6 does not do
   source again, hidden tests included (nbgrader issue 1363).
 """
 
-import re
+import sys
+from pathlib import Path
 
-from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor, Preprocessor
-from nbgrader.preprocessors import GetGrades
-from traitlets import Bool
+from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
+from nbgrader.preprocessors import (
+    AssignLatePenalties, CheckCellMetadata, GetGrades, IgnorePattern, LimitOutput, SaveAutoGrades,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tools.grading.execute import SandboxedExecute  # noqa: E402 (needs the line above)
+from tools.grading.feedback import HideHiddenTests  # noqa: E402
 
 c = get_config()  # noqa: F821 (provided by nbgrader when it loads this file)
 
@@ -39,54 +45,16 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 # rest of the notebook still runs.
 c.Execute.timeout = 20
 
+# Student code runs in a sandbox (tools/grading/): nbgrader's own execution step is replaced by
+# one that starts the kernel there; the rest of autograde is nbgrader's.
+c.Autograde.autograde_preprocessors = [
+    SandboxedExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades,
+    AssignLatePenalties, CheckCellMetadata,
+]
+
 # A test cell that a student deleted is restored from the gradebook and run, instead of leaving
 # its grade empty.
 c.OverwriteCells.add_missing_cells = True
-
-
-class HideHiddenTests(Preprocessor):
-    """Feedback without the hidden tests.
-
-    In every cell, the lines from ``### BEGIN HIDDEN TESTS`` to ``### END HIDDEN TESTS`` are
-    replaced by one comment. In graded test cells, an error keeps its name and message but loses
-    its traceback (a traceback quotes the source lines of the test that failed), and output lines
-    that repeat a line of the hidden tests (a warning quotes its source line) are dropped.
-    """
-
-    enabled = Bool(True)  # nbconvert registers a preprocessor class disabled by default
-    begin = re.compile(r"^.*BEGIN HIDDEN TESTS.*$")
-    end = re.compile(r"^.*END HIDDEN TESTS.*$")
-    placeholder = "# (hidden tests: not shown in the feedback)"
-
-    def split(self, source):
-        """(source without hidden regions, the hidden lines)."""
-        kept, hidden, inside = [], [], False
-        for line in source.splitlines():
-            if not inside and self.begin.match(line):
-                inside = True
-                kept.append(self.placeholder)
-            elif inside:
-                if self.end.match(line):
-                    inside = False
-                else:
-                    hidden.append(line)
-            else:
-                kept.append(line)
-        return "\n".join(kept), hidden
-
-    def preprocess_cell(self, cell, resources, index):
-        cell.source, hidden = self.split(cell.source)
-        nbgrader = cell.metadata.get("nbgrader", {})
-        if cell.cell_type != "code" or not nbgrader.get("grade") or nbgrader.get("solution"):
-            return cell, resources
-        secret = {line.strip() for line in hidden if len(line.strip()) > 3}
-        for output in cell.get("outputs", []):
-            if output.output_type == "error":
-                output.traceback = [f"{output.ename}: {output.evalue}"]
-            elif output.output_type == "stream":
-                lines = output.text.splitlines(keepends=True)
-                output.text = "".join(ln for ln in lines if ln.strip() not in secret)
-        return cell, resources
 
 
 c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, CSSHTMLHeaderPreprocessor]
