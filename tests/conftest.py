@@ -1,7 +1,9 @@
-"""Shared test setup: every test runs with a fixed number of torch threads; the book is built once
-per session (fixtures ``book_build`` and ``book_html``)."""
+"""Shared test setup: every test runs with a fixed number of torch threads; the student edition is
+generated once per session (fixture ``student_edition``) and the book is built once, from it
+(fixtures ``book_build`` and ``book_html``)."""
 
 import fnmatch
+import functools
 import importlib.util
 import os
 import re
@@ -34,7 +36,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
 
 
-# --- The built book: one clean build per test session, shared by test_book and test_browser. ---
+# --- The student edition and the book built from it: each made once per test session. ---
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,6 +55,24 @@ def env_with_venv_bin(**extra: str) -> dict[str, str]:
     return env
 
 
+@functools.cache
+def student_edition_tool() -> types.ModuleType:
+    """tools/student_edition.py, which writes the repository learners get (loaded once, so that
+    its EditionError is one class)."""
+    spec = importlib.util.spec_from_file_location("course_student_edition",
+                                                  ROOT / "tools" / "student_edition.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def student_edition(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The student edition, generated from the working tree into a fresh folder: what learners
+    get, and what the book build, Binder and Colab tests use."""
+    return student_edition_tool().write_edition(tmp_path_factory.mktemp("edition") / "course")
+
+
 @dataclass(frozen=True)
 class BookBuild:
     returncode: int
@@ -61,15 +81,18 @@ class BookBuild:
 
 
 @pytest.fixture(scope="session")
-def book_build(tmp_path_factory: pytest.TempPathFactory) -> BookBuild:
-    """Build the book once, from a clean state, exactly as `make book` does (-W -n --keep-going),
-    into a fresh folder: no execution cache or previous output is reused. The log and the site are
-    copied to tests/artifacts/ for inspection."""
+def book_build(tmp_path_factory: pytest.TempPathFactory, student_edition: Path) -> BookBuild:
+    """Build the book once, from the student edition (the site exactly as learners get it), from a
+    clean state, as `make book` does (-W -n --keep-going), into a fresh folder: no execution cache
+    or previous output is reused. The lessons import the edition's own `tfcourse` (PYTHONPATH), so
+    a module missing from the edition fails the build. The log and the site are copied to
+    tests/artifacts/ for inspection."""
     out = tmp_path_factory.mktemp("book")
-    command = [str(VENV_BIN / "jupyter-book"), "build", str(ROOT), "--path-output", str(out),
-               "-W", "-n", "--keep-going"]
+    command = [str(VENV_BIN / "jupyter-book"), "build", str(student_edition),
+               "--path-output", str(out), "-W", "-n", "--keep-going"]
+    env = env_with_venv_bin(PYTHONPATH=str(student_edition))
     try:
-        result = subprocess.run(command, cwd=ROOT, env=env_with_venv_bin(), capture_output=True,
+        result = subprocess.run(command, cwd=student_edition, env=env, capture_output=True,
                                 text=True, timeout=BOOK_BUILD_TIMEOUT_S)
         returncode, log = result.returncode, result.stdout + result.stderr
     except subprocess.TimeoutExpired as error:

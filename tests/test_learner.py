@@ -1,14 +1,18 @@
-"""The learner's two ways in, each in a fresh virtual environment:
+"""The learner's two ways in, each in a fresh virtual environment, from the student edition (the
+repository learners get, `student_edition` in conftest.py):
 
-* Binder: an environment made from binder/ (as far as this machine can reach: the pytorch.org
-  index line is dropped, ``torch==2.13.0`` comes from the local wheel) runs `postBuild` and
-  executes every lesson notebook with its own kernel.
+* Binder: an environment made from the edition's binder/ (as far as this machine can reach: the
+  pytorch.org index line is dropped, ``torch==2.13.0`` comes from the local wheel), installed from
+  the edition's root so that a file missing from the edition fails here, runs `postBuild` and
+  executes chapter 1's lesson, the shortest, with its own kernel. Every lesson runs once in the
+  suite: in the book build (test_book.py), from the same edition and with the same pinned versions
+  (checked below); running them all again here would add about ten minutes.
 * Colab: in an environment that already has torch (as Colab has), the setup cell of the committed
-  notebooks, with ``google.colab`` faked, installs ``tfcourse`` from the repository (a local git
-  copy stands in for GitHub) and leaves torch as it was; without Colab it does nothing.
+  notebooks, with ``google.colab`` faked, installs ``tfcourse`` from the edition's git repository
+  (standing in for GitHub) and leaves torch as it was; without Colab it does nothing.
 
 Both environments are built at the start of the module, the Colab one in the background while the
-Binder one is installed and its lessons run.
+Binder one is installed and its lesson runs.
 """
 
 from __future__ import annotations
@@ -26,11 +30,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import ROOT, env_with_venv_bin, lesson_pages, notebook_pages, notebook_tool
+from conftest import env_with_venv_bin, lesson_pages, notebook_pages, notebook_tool
 
 pytestmark = pytest.mark.slow
 
-BINDER = ROOT / "binder"
 PIP_TIMEOUT_S = 900
 LESSON_TIMEOUT_S = 900  # a lesson must run in 3 minutes on 2 cores; this only catches a hang
 TORCH = "torch==2.13.0"  # the pin that installs the CPU build on this machine and in CI
@@ -90,10 +93,10 @@ def finish(process: subprocess.Popen, what: str) -> None:
                     pytrace=False)
 
 
-def reachable_binder_requirements(folder: Path) -> Path:
+def reachable_binder_requirements(binder: Path, folder: Path) -> Path:
     """binder/requirements.txt without its index lines (pytorch.org is not reachable here; the
     local torch wheel has the same version)."""
-    lines = (BINDER / "requirements.txt").read_text().splitlines()
+    lines = (binder / "requirements.txt").read_text().splitlines()
     kept = [line for line in lines if not re.match(r"\s*--(extra-)?index-url\b", line)]
     target = folder / "requirements.txt"
     target.write_text("\n".join(kept) + "\n")
@@ -113,14 +116,16 @@ def colab_venv_started(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tup
 
 
 @pytest.fixture(scope="module")
-def binder_venv(tmp_path_factory: pytest.TempPathFactory, colab_venv_started: object) -> Venv:
-    """binder/requirements.txt installed into a fresh environment, from the repository root (where
-    repo2docker resolves ``-e .``). Requesting the Colab environment first starts it early."""
+def binder_venv(tmp_path_factory: pytest.TempPathFactory, colab_venv_started: object,
+                student_edition: Path) -> Venv:
+    """The edition's binder/requirements.txt installed into a fresh environment, from the
+    edition's root (where repo2docker resolves ``-e .``). Requesting the Colab environment first
+    starts it early."""
     folder = tmp_path_factory.mktemp("binder")
     venv = Venv(folder / "venv")
-    requirements = reachable_binder_requirements(folder)
-    finish(venv.pip("install", "--quiet", "-r", str(requirements), cwd=ROOT),
-           "installing binder/requirements.txt")
+    requirements = reachable_binder_requirements(student_edition / "binder", folder)
+    finish(venv.pip("install", "--quiet", "-r", str(requirements), cwd=student_edition),
+           "installing the edition's binder/requirements.txt")
     return venv
 
 
@@ -131,22 +136,28 @@ def colab_venv(colab_venv_started: tuple[Venv, subprocess.Popen]) -> Venv:
     return venv
 
 
-def test_binder_files_are_what_repo2docker_needs() -> None:
-    runtime = (BINDER / "runtime.txt").read_text().strip()
+def test_binder_files_are_what_repo2docker_needs(student_edition: Path) -> None:
+    binder = student_edition / "binder"
+    runtime = (binder / "runtime.txt").read_text().strip()
     match = re.fullmatch(r"python-(3)\.(\d+)", runtime)
     assert match, f"binder/runtime.txt: expected 'python-3.X', got {runtime!r}"
     assert (3, int(match.group(2))) == sys.version_info[:2], (
         f"binder/runtime.txt asks for Python {runtime}; these tests (and the pinned environment) "
         f"use Python {sys.version_info.major}.{sys.version_info.minor}")
-    requirements = (BINDER / "requirements.txt").read_text().splitlines()
+    requirements = (binder / "requirements.txt").read_text().splitlines()
     assert "-e ." in [line.strip() for line in requirements], (
         "binder/requirements.txt must install the course package: repo2docker ignores "
         "pyproject.toml when a binder/ folder exists")
     assert any(re.fullmatch(r"torch==[\d.]+", line.strip()) for line in requirements)
     assert any("download.pytorch.org/whl/cpu" in line for line in requirements), (
         "without the CPU index, Binder installs the multi-GB CUDA build of torch")
+    # The book build runs the lessons with requirements/dev.txt: Binder must pin the same versions.
+    pinned = set((student_edition / "requirements" / "dev.txt").read_text().lower().split())
+    differ = [line for line in map(str.strip, requirements)
+              if re.fullmatch(r"[\w.-]+==[\w.+-]+", line) and line.lower() not in pinned]
+    assert not differ, f"binder/requirements.txt and requirements/dev.txt differ: {differ}"
 
-    post_build = BINDER / "postBuild"
+    post_build = binder / "postBuild"
     text = post_build.read_text()
     assert text.startswith("#!"), "binder/postBuild: no shebang line"
     assert re.search(r"^set -e|^set -euo pipefail|^set -[a-z]*e", text, re.M), (
@@ -154,18 +165,22 @@ def test_binder_files_are_what_repo2docker_needs() -> None:
     assert post_build.stat().st_mode & stat.S_IXUSR, "binder/postBuild is not executable"
 
 
-def test_binder_postbuild_runs(binder_venv: Venv) -> None:
-    result = run([str(BINDER / "postBuild")], cwd=ROOT, env=binder_venv.env())
+def test_binder_postbuild_runs(binder_venv: Venv, student_edition: Path) -> None:
+    result = run([str(student_edition / "binder" / "postBuild")], cwd=student_edition,
+                 env=binder_venv.env())
     assert "tfcourse" in result.stdout
+    imported = binder_venv.python_code("import tfcourse; print(tfcourse.__file__)").stdout
+    assert imported.startswith(str(student_edition)), f"tfcourse imported from {imported}"
 
 
-@pytest.mark.parametrize("page", lesson_pages())
-def test_lesson_runs_in_the_binder_environment(binder_venv: Venv, page: str,
-                                               tmp_path: Path) -> None:
-    """The lesson executes, with no error, on a kernel of the Binder environment (a last cell,
-    added to a copy, proves which Python ran it)."""
+def test_a_lesson_runs_in_the_binder_environment(binder_venv: Venv, student_edition: Path,
+                                                 tmp_path: Path) -> None:
+    """Chapter 1's lesson executes, with no error, on a kernel of the Binder environment (a last
+    cell, added to a copy, proves which Python ran it)."""
+    page = lesson_pages()[0]
+    assert page.startswith("chapters/01_"), f"the first lesson is {page}, not chapter 1's"
     folder = tmp_path / "chapter"
-    shutil.copytree((ROOT / page).parent, folder)  # the lesson may write files beside itself
+    shutil.copytree((student_edition / page).parent, folder)  # it may write files beside itself
     notebook = folder / f"{Path(page).name}.ipynb"
     nb = nbformat.read(notebook, 4)
     nb.cells.append(nbformat.v4.new_code_cell("import sys\nprint('PREFIX', sys.prefix)"))
@@ -190,28 +205,11 @@ def test_lesson_runs_in_the_binder_environment(binder_venv: Venv, page: str,
     assert f"PREFIX {binder_venv.path}" in last, f"{page} ran on another Python: {last!r}"
 
 
-def setup_cell_source(page: str) -> str:
-    cell = nbformat.read(ROOT / f"{page}.ipynb", 4).cells[0]
+def setup_cell_source(edition: Path, page: str) -> str:
+    cell = nbformat.read(edition / f"{page}.ipynb", 4).cells[0]
     assert cell.cell_type == "code" and "setup" in cell.metadata.get("tags", []), (
         f"{page}.ipynb: the first cell is not the setup cell")
     return cell.source
-
-
-def local_git_repository(folder: Path, branch: str) -> Path:
-    """A git repository holding the working tree (tracked and new files, not ignored ones) on
-    ``branch``: what GitHub would serve once this tree is pushed."""
-    files = run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-                cwd=ROOT).stdout.split("\0")
-    for name in filter(None, files):
-        source = ROOT / name
-        if source.is_file():
-            (folder / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, folder / name)
-    git = ["git", "-c", "user.name=course", "-c", "user.email=course@localhost"]
-    run([*git, "init", "--quiet", f"--initial-branch={branch}"], cwd=folder)
-    run([*git, "add", "--all"], cwd=folder)
-    run([*git, "commit", "--quiet", "-m", "snapshot"], cwd=folder)
-    return folder
 
 
 def torch_fingerprint(venv: Venv) -> str:
@@ -226,15 +224,15 @@ FAKE_COLAB = ("import sys, types\n"
 
 
 def test_colab_setup_cell_installs_tfcourse_and_keeps_torch(colab_venv: Venv,
-                                                            tmp_path: Path) -> None:
+                                                            student_edition: Path) -> None:
     repo = notebook_tool().repository()
     remote = f"git+{repo['url']}@{repo['branch']}"
-    local = local_git_repository(tmp_path / "repository", repo["branch"])
     page = notebook_pages()[0]
-    source = setup_cell_source(page)
+    source = setup_cell_source(student_edition, page)
     assert remote in source, f"{page}: the setup cell does not install from {remote}"
-    # (a git+file URL needs a host part to be a valid requirement: file://localhost/path)
-    cell = source.replace(remote, f"git+file://localhost{local}@{repo['branch']}")
+    # The edition's repository stands in for GitHub (a git+file URL needs a host part to be a
+    # valid requirement: file://localhost/path).
+    cell = source.replace(remote, f"git+file://localhost{student_edition}@{repo['branch']}")
 
     # Not on Colab (Binder, a local install): the cell installs nothing, even without tfcourse.
     before = colab_venv.freeze()

@@ -142,4 +142,3 @@ def _install():
 
 
 _install()
-del _install, _snapshot, _watched_modules

@@ -84,7 +84,8 @@ def command(runtime: Path, submission_files: Path, limits: Limits, env: dict[str
     ``runtime`` holds the connection file and the kernel's sockets; ``submission_files`` is
     copied into the kernel's working folder before the kernel starts."""
     args = [bwrap(), "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc",
-            "--unshare-uts", "--unshare-cgroup-try", "--disable-userns", "--die-with-parent", "--new-session",
+            "--unshare-uts", "--unshare-cgroup-try", "--disable-userns", "--die-with-parent",
+            "--new-session",
             "--hostname", "grading", "--uid", "1000", "--gid", "1000", "--clearenv"]
     for root in readable_roots():
         args += ["--ro-bind", root, root]
