@@ -32,7 +32,7 @@ from pathlib import Path
 
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
-from nbclient.exceptions import DeadKernelError
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute
 from nbgrader.utils import is_grade, is_solution
@@ -48,6 +48,13 @@ class SandboxedKernelManager(AsyncKernelManager):
     kernel in its own network namespace cannot be reached over TCP)."""
 
     prefix: list[str] = []
+
+    @property
+    def kernel_spec(self) -> object:
+        spec = super().kernel_spec
+        # a signal would reach the sandbox's launcher, not the kernel: ask the kernel itself
+        spec.interrupt_mode = "message"
+        return spec
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         return [*self.prefix, *super().format_kernel_cmd(extra_arguments)]
@@ -148,6 +155,11 @@ class SandboxedExecute(Execute):
             self.stopped = f"the kernel died while running cell {cell_index}"
             self.notes.append(self.stopped + " (a crash, os._exit, or the memory limit)")
             cell.outputs = [*cell.get("outputs", []), error("DeadKernelError", self.stopped)]
+            return cell
+        except CellTimeoutError:  # and the kernel ignored the interrupt
+            self.stopped = f"cell {cell_index} did not stop when interrupted at its time limit"
+            self.notes.append(self.stopped)
+            cell.outputs = [*cell.get("outputs", []), error("CellTimeoutError", self.stopped)]
             return cell
         if test:
             for output in cell.outputs:  # warnings and logging do not fail a test
