@@ -14,8 +14,8 @@ folders are left with the feedback pages only, ``nbgrader export`` writes ``grad
 more columns: ``status`` and ``review``), and a summary is printed. The gradebook, the folders and
 the formats are nbgrader's, so its own commands and formgrader work on the result.
 
-Exit status: 0 when every student was graded, 1 when some failed (each with its reason in the
-summary and in ``grades.csv``), 2 when the batch could not start.
+Exit status: 0 when the batch ran to the end (students that could not be graded are listed in the
+summary and in ``grades.csv`` with the reason), 2 when it could not start.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ class Batch:
         shutil.rmtree(self.staging / "submitted", ignore_errors=True)
         (self.staging / "results.json").write_text(
             json.dumps({s: asdict(r) for s, r in self.results.items()}, indent=1))
-        return 1 if any(r.failure for r in self.results.values()) else 0
+        return 0
 
     def record(self) -> None:
         """Every student in the gradebook (so in the export), and the flags of the graded."""

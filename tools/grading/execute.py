@@ -144,19 +144,25 @@ class SandboxedExecute(Execute):
             cell.outputs = [error("NotRun", f"not run: {self.stopped}")]
             return cell
         test = is_test(cell)
+        untrusted = error("IntegrityError", "not graded: the kernel did not run the integrity "
+                          "check around this test cell as sent (its execution is hooked)")
         try:
-            if test:
-                await self._guard(f"before test cell {cell_index}")
+            if test and not await self._guard(f"before test cell {cell_index}"):
+                cell.outputs = [untrusted]
+                return cell
             cell = await super().async_execute_cell(cell, cell_index, execution_count,
                                                     store_history)
-            if test:
-                await self._guard(f"after test cell {cell_index}")
+            if any(o.get("ename") == "CellTimeoutError" for o in cell.outputs) \
+                    and not await self._answers():
+                raise CellTimeoutError("the kernel ignored the interrupt")
+            if test and not await self._guard(f"after test cell {cell_index}"):
+                cell.outputs = [untrusted]
         except DeadKernelError:
             self.stopped = f"the kernel died while running cell {cell_index}"
             self.notes.append(self.stopped + " (a crash, os._exit, or the memory limit)")
             cell.outputs = [*cell.get("outputs", []), error("DeadKernelError", self.stopped)]
             return cell
-        except CellTimeoutError:  # and the kernel ignored the interrupt
+        except CellTimeoutError:
             self.stopped = f"cell {cell_index} did not stop when interrupted at its time limit"
             self.notes.append(self.stopped)
             cell.outputs = [*cell.get("outputs", []), error("CellTimeoutError", self.stopped)]
@@ -167,9 +173,21 @@ class SandboxedExecute(Execute):
                     output.name = "stdout"
         return cell
 
+    async def _answers(self) -> bool:
+        """Whether the kernel, interrupted after a time-out, runs code again."""
+        try:
+            await asyncio.wait_for(self.kc.execute_interactive(
+                "pass", silent=True, store_history=False, timeout=GUARD_SECONDS,
+                output_hook=lambda msg: None), GUARD_SECONDS + 5)
+            return True
+        except (TimeoutError, asyncio.TimeoutError):
+            return False
+
     execute_cell = run_sync(async_execute_cell)
 
-    async def _guard(self, when: str) -> None:
+    async def _guard(self, when: str) -> bool:
+        """Run the guard; record what it restored. False when the kernel did not answer as
+        the guard does (so its execution cannot be trusted)."""
         nonce = secrets.token_hex(8)
         try:
             reply = await asyncio.wait_for(
@@ -185,12 +203,15 @@ class SandboxedExecute(Execute):
         if not await self.km.is_alive():
             raise DeadKernelError("Kernel died")
         if answer is None or answer.get("nonce") != nonce:
-            self.flags.append(f"{when}: the kernel did not run the integrity check as sent "
-                              "(its execution is hooked, or the check was replaced)")
-            return
+            flag = ("the kernel did not run the integrity check as sent (its execution is "
+                    "hooked, or the check was replaced): its test cells score zero")
+            if not any(f.endswith(flag) for f in self.flags):
+                self.flags.append(f"{when}: {flag}")
+            return False
         seen = {flag.split(": ", 1)[1] for flag in self.flags}
         self.flags += [f"{when}: {finding}" for finding in answer["findings"]
                        if finding not in seen]
+        return True
 
     def output(self, outs: list, msg: dict, display_id: str | None, cell_index: int
                ) -> NotebookNode | None:

@@ -65,6 +65,8 @@ def _snapshot():
         "methods": {name: getattr(type(shell), name) for name in
                     ("run_cell", "run_cell_async", "run_ast_nodes", "run_code",
                      "transform_cell", "showtraceback", "_run_cell")},
+        "kernel": {name: getattr(type(shell.kernel), name) for name in
+                   ("do_execute", "execute_request")},
         "threads": threading.active_count(),
     }
 
@@ -122,6 +124,14 @@ def check(nonce, baseline):
             found.append(f"the shell's {name} was replaced")
             setattr(type(shell), name, method)
             vars(shell).pop(name, None)
+    for name, method in baseline["kernel"].items():
+        if getattr(type(shell.kernel), name) is not method or name in vars(shell.kernel):
+            found.append(f"the kernel's {name} was replaced")
+            setattr(type(shell.kernel), name, method)
+            vars(shell.kernel).pop(name, None)
+    if shell.custom_exceptions:
+        found.append("a custom exception handler was set")
+        shell.set_custom_exc((), None)
     if threading.active_count() > baseline["threads"]:
         found.append(f"{threading.active_count() - baseline['threads']} background thread(s)")
     others = [p for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, os.getpid())]
