@@ -5,14 +5,16 @@ holds the source notebooks (solutions and hidden tests), `_release/` the generat
 versions, `submitted/`, `autograded/` and `feedback/` the grading folders (all three ignored by
 git).
 
-Besides the folders, this file sets three things that nbgrader 0.9.6 does not do by default:
+Besides the folders, this file sets four things that nbgrader 0.9.6 does not do by default:
 
+* student code runs in a sandbox (``SandboxedExecute``, from ``tools/grading/``, in place of
+  nbgrader's ``Execute``); ``make grade`` adds the per-student staging and isolation around it;
 * a per-cell time limit that really applies (``Execute.timeout``; nbgrader's own ``Execute``
   preprocessor ignores ``ExecutePreprocessor.timeout`` once ``Execute.timeout`` is set);
 * graded cells that a student deleted are put back and graded (``OverwriteCells``);
-* feedback that does not reveal the hidden tests (:class:`HideHiddenTests`, below): nbgrader's
-  ``generate_feedback`` shows the autograded notebook, in which the test cells carry their full
-  source again, hidden tests included (nbgrader issue 1363).
+* feedback that does not reveal the hidden tests (``HideHiddenTests``, from ``tools/grading/``):
+  nbgrader's ``generate_feedback`` shows the autograded notebook, in which the test cells carry
+  their full source again, hidden tests included (nbgrader issue 1363).
 """
 
 import sys
