@@ -121,6 +121,33 @@ def test_forbid_blocks_tensor_methods_and_aliases_and_restores_them() -> None:
         del sys.modules["learner_namespace"]
 
 
+def test_forbid_blocks_references_kept_where_no_module_holds_them() -> None:
+    """A learner's default argument, closure or container keeps the original object: the call
+    is blocked all the same, and works again after the block."""
+    import tfcourse.masks
+
+    def softmax(x: torch.Tensor, dim: int = -1, _impl=F.softmax) -> torch.Tensor:
+        return _impl(x, dim=dim)
+
+    kept = [torch.Tensor.softmax, tfcourse.masks.causal_mask,
+            F.scaled_dot_product_attention]
+    x = torch.randn(2, 3)
+    with checks.forbid("torch.nn.functional.softmax", "torch.Tensor.softmax",
+                       "tfcourse.masks.causal_mask",
+                       "torch.nn.functional.scaled_dot_product_attention", task="Exercise 1"):
+        with fails_with("calling torch.nn.functional.softmax does not count"):
+            softmax(x)
+        with fails_with("calling torch.Tensor.softmax does not count"):
+            kept[0](x, -1)
+        with fails_with("calling tfcourse.masks.causal_mask does not count"):
+            kept[1](3)
+        with fails_with("calling torch.nn.functional.scaled_dot_product_attention"):
+            kept[2](x[None], x[None], x[None])
+        x.exp().sum()  # everything else still works
+    checks.expect_close(softmax(x), torch.softmax(x, -1))
+    assert kept[1](3).tolist() == tc.causal_mask(3).tolist()
+
+
 def test_forbid_rejects_a_target_that_does_not_exist() -> None:
     with pytest.raises(AttributeError, match="forbid: torch.nn.functional.nope does not exist"):
         with checks.forbid("torch.nn.functional.nope"):

@@ -219,9 +219,12 @@ def forbid(*targets: str, task: str = "this exercise") -> Iterator[None]:
 
     A target is a dotted path: a module attribute (``"torch.nn.functional.softmax"``) or an
     attribute of a class (``"torch.Tensor.softmax"``, ``"tfcourse.MultiHeadAttention.forward"``).
-    Every alias that a loaded module holds is blocked as well, the notebook's own namespace
-    included (``from torch.nn.functional import softmax as sm``, ``tfcourse.causal_mask`` beside
-    ``tfcourse.masks.causal_mask``), and everything is restored on leaving the block.
+    The call is blocked whatever name or reference it goes through: every alias that a loaded
+    module holds is replaced (``from torch.nn.functional import softmax as sm``,
+    ``tfcourse.causal_mask`` beside ``tfcourse.masks.causal_mask``); PyTorch's functions and
+    methods are also stopped by a ``TorchFunctionMode``, and a Python function's code is swapped,
+    so that a reference kept elsewhere (a default argument, a closure, a list) is blocked too.
+    Everything is restored on leaving the block.
 
     Graders use it so that a shortcut through a ready-made implementation earns no points.
     """
@@ -241,13 +244,49 @@ def forbid(*targets: str, task: str = "this exercise") -> Iterator[None]:
             for name, value in list(namespace.items()):
                 if id(value) in originals and value is originals[id(value)][0]:
                     patches.append(_patch(module, name, originals[id(value)][1]))
-        yield
+        for index, (original, blocked) in enumerate(list(originals.values())):
+            patches += _redirect(original, blocked, index)
+        with _ForbiddenCalls(list(originals.values())):
+            yield
     finally:
         for owner, attr, original in reversed(patches):
             if original is _ABSENT:
                 delattr(owner, attr)
             else:
                 setattr(owner, attr, original)
+
+
+class _ForbiddenCalls(torch.overrides.TorchFunctionMode):
+    """Stops a forbidden PyTorch function or method reached through any reference."""
+
+    def __init__(self, pairs: list[tuple[object, Callable[..., object]]]) -> None:
+        super().__init__()
+        # PyTorch reports a method by its current attribute, which is the blocker in the block
+        self.blocked = {id(f): (f, blocked) for original, blocked in pairs
+                        for f in (original, blocked)}
+
+    def __torch_function__(self, func: Callable[..., object], types: object,
+                           args: tuple = (), kwargs: dict | None = None) -> object:
+        entry = self.blocked.get(id(func))
+        if entry is not None and entry[0] is func:
+            entry[1]()
+        return func(*args, **(kwargs or {}))
+
+
+def _redirect(original: object, blocked: Callable[..., object], index: int
+              ) -> list[tuple[object, str, object]]:
+    """Make a plain Python function call ``blocked`` instead, through its code object."""
+    code = getattr(original, "__code__", None)
+    module = sys.modules.get(getattr(original, "__module__", None) or "")
+    if code is None or code.co_freevars or module is None \
+            or getattr(original, "__globals__", None) is not vars(module):
+        return []
+    name = f"__tfcourse_forbidden_{index}__"
+    namespace: dict[str, object] = {}
+    exec(f"def redirect(*args, **kwargs):\n    return {name}(*args, **kwargs)\n", namespace)
+    saved = [_patch(module, name, blocked), (original, "__code__", code)]
+    original.__code__ = namespace["redirect"].__code__
+    return saved
 
 
 _ABSENT = object()

@@ -38,7 +38,7 @@ import nbformat
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from grading.execute import REPORT_ENV  # noqa: E402 (needs the line above)
 from grading.intake import Intake, stage  # noqa: E402
-from grading.sandbox import Limits, SandboxUnavailable, bwrap  # noqa: E402
+from grading.sandbox import Limits, SandboxUnavailable, bwrap, task_cap  # noqa: E402
 
 STAGING = ".grading"
 
@@ -115,6 +115,10 @@ class Batch:
             print(f"cannot grade: {error}", file=sys.stderr)
             return 2
         self.notebooks = self.releases()
+        with task_cap(Limits()) as cap:
+            if not cap.available:
+                print("warning: processes are not capped on this machine (grading as root "
+                      "without a pids control group it may create); the other limits apply")
         shutil.rmtree(self.staging, ignore_errors=True)
         (self.staging / "reports").mkdir(parents=True)
         students = self.students()

@@ -91,15 +91,14 @@ class SandboxedExecute(Execute):
                 if path.is_file() and not path.is_symlink() and path.suffix != ".ipynb":
                     shutil.copy(path, files / path.name)
             with task_cap(self.limits) as cap:
-                if not cap.available:
-                    self.notes.append("no process cap on this machine (run as root without a "
-                                      "writable pids control group)")
                 env = {"NBGRADER_EXECUTION": "autograde",
                        "TFCOURSE_THREADS": os.environ.get("TFCOURSE_THREADS", "1")}
                 self._sandbox = (runtime, [*cap.prefix(), *command(runtime, files, self.limits,
                                                                      env)])
                 nb, resources = super().preprocess(nb, resources, km)
         finally:
+            if (scratch / "runtime").is_dir():  # made read-only once the kernel was up
+                (scratch / "runtime").chmod(stat.S_IRWXU)
             shutil.rmtree(scratch, ignore_errors=True)
         self._report(resources)
         return nb, resources

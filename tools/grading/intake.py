@@ -47,7 +47,7 @@ ATTRIBUTES = {"__code__", "__globals__", "__closure__", "__subclasses__", "__bui
               "input_transformers_cleanup", "_getframe", "settrace", "setprofile", "meta_path",
               "__grading_guard__", "system", "popen"}
 FORBIDDEN = re.compile(r"^(?:torch|tfcourse)(?:\.\w+)+$")
-METHODS = {"forward", "__call__", "__init__"}
+EVERYWHERE = {"Tensor", "Module"}  # classes that every solution names
 
 
 @dataclass
@@ -144,12 +144,12 @@ def stage(folder: Path, staged: Path, releases: dict[str, NotebookNode], student
     return intake
 
 
-def forbidden_by_exercise(release_or_source: NotebookNode) -> dict[str, set[str]]:
-    """Solution cell -> names that its exercise's test cells forbid (``checks.forbid``
-    targets: the attribute, or the class for a method)."""
-    names: dict[str, set[str]] = {}
+def forbidden_by_exercise(release: NotebookNode) -> dict[str, set[tuple[str, str | None]]]:
+    """Solution cell -> what its exercise's test cells forbid (``checks.forbid`` targets), as
+    (function, None) or, for a method of a class of the course or PyTorch, (method, class)."""
+    names: dict[str, set[tuple[str, str | None]]] = {}
     current = None
-    for cell in release_or_source.cells:
+    for cell in release.cells:
         meta = nbgrader_meta(cell)
         if meta.get("solution"):
             current = meta.get("grade_id")
@@ -162,8 +162,9 @@ def forbidden_by_exercise(release_or_source: NotebookNode) -> dict[str, set[str]
             for node in ast.walk(tree):
                 if isinstance(node, ast.Constant) and isinstance(node.value, str) \
                         and FORBIDDEN.match(node.value):
-                    parts = node.value.split(".")
-                    names[current].add(parts[-2] if parts[-1] in METHODS else parts[-1])
+                    *_, owner, name = node.value.split(".")
+                    method = owner[:1].isupper() and owner not in EVERYWHERE
+                    names[current].add((name, owner if method else None))
     return names
 
 
@@ -212,7 +213,10 @@ def _defined(source: str) -> set[str]:
     return names
 
 
-def _suspicious(tree: ast.AST, forbidden: set[str], defined: set[str]) -> set[str]:
+def _suspicious(tree: ast.AST, forbidden: set[tuple[str, str | None]], defined: set[str]
+                ) -> set[str]:
+    functions = {name for name, owner in forbidden if owner is None}
+    classes = {owner for _, owner in forbidden if owner is not None}
     imported: set[str] = set()
     found: set[str] = set()
     for node in ast.walk(tree):
@@ -224,18 +228,26 @@ def _suspicious(tree: ast.AST, forbidden: set[str], defined: set[str]) -> set[st
                     found.add(f"import {module}")
             for alias in node.names:
                 imported.add((alias.asname or alias.name).split(".")[0])
-                if alias.name.split(".")[-1] in forbidden:
+                if alias.name.split(".")[-1] in functions:
                     found.add(f"{alias.name} (forbidden in this exercise)")
         elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
             if node.id in NAMES:
                 found.add(f"{node.id}()" if node.id not in ("__builtins__",) else node.id)
-            elif node.id in forbidden and node.id not in defined:
+            elif node.id in functions and node.id not in defined:
                 found.add(f"{node.id} (forbidden in this exercise)")
         elif isinstance(node, ast.Attribute):
+            owner = node.value.id if isinstance(node.value, ast.Name) else \
+                node.value.attr if isinstance(node.value, ast.Attribute) else None
             if node.attr in ATTRIBUTES:
                 found.add(f".{node.attr}")
-            elif node.attr in forbidden:
+            elif node.attr in functions or (node.attr, owner) in forbidden:
                 found.add(f".{node.attr} (forbidden in this exercise)")
+        elif isinstance(node, ast.ClassDef):
+            for base in node.bases:
+                name = base.id if isinstance(base, ast.Name) else \
+                    base.attr if isinstance(base, ast.Attribute) else None
+                if name in classes:
+                    found.add(f"a subclass of {name} (forbidden in this exercise)")
     for node in ast.walk(tree):  # `torch.allclose = ...`: rebinding a library's function
         targets = node.targets if isinstance(node, ast.Assign) else \
             [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else []
