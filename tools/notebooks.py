@@ -101,6 +101,9 @@ def build_all(out: Path) -> list[Path]:
     with tempfile.TemporaryDirectory() as tmp:
         course = Path(tmp)
         shutil.copy(ROOT / "nbgrader_config.py", course)
+        # the configuration loads the course's grading steps from tools/grading
+        shutil.copytree(ROOT / "tools" / "grading", course / "tools" / "grading",
+                        ignore=shutil.ignore_patterns("__pycache__"))
         shutil.copytree(out / "solutions", course / "solutions",
                         ignore=shutil.ignore_patterns("*.py"))
         for assignment in sorted(p.name for p in (course / "solutions").iterdir()):
