@@ -494,6 +494,7 @@ def test_the_batch_completes_and_every_student_is_exported(hostile: Run) -> None
     assert sorted(rows(hostile)) == sorted(hostile.students)
     summary = hostile.batch.stdout
     assert f"{len(hostile.students)} submissions" in summary, summary
+    print("\n" + summary.splitlines()[0])  # the batch's counts and time, for the CI log
 
 
 def test_honest_grades_are_what_they_are_without_the_hostile_ones(
