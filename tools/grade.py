@@ -43,6 +43,10 @@ from grading.sandbox import Limits, SandboxUnavailable, bwrap, task_cap  # noqa:
 STAGING = ".grading"
 
 
+class CannotGrade(Exception):
+    """The batch cannot start or finish (not a student's fault)."""
+
+
 def nbgrader(course: Path, *args: str, env: dict[str, str] | None = None,
              timeout: float = 3600) -> subprocess.CompletedProcess:
     environment = dict(os.environ)
@@ -80,8 +84,8 @@ class Batch:
         release = self.course / "_release" / self.assignment
         notebooks = {p.stem: nbformat.read(p, 4) for p in sorted(release.glob("*.ipynb"))}
         if not notebooks or not self.db.exists():
-            raise SystemExit(f"no release of {self.assignment!r} in {release} or no gradebook: "
-                             f"run `nbgrader generate_assignment {self.assignment}` first")
+            raise CannotGrade(f"no release of {self.assignment!r} in {release} or no gradebook: "
+                              f"run `nbgrader generate_assignment {self.assignment}` first")
         return notebooks
 
     def students(self) -> list[str]:
@@ -111,10 +115,13 @@ class Batch:
     def run(self) -> int:
         try:
             bwrap()
-        except SandboxUnavailable as error:
+            self.notebooks = self.releases()
+            return self.grade()
+        except (SandboxUnavailable, CannotGrade) as error:
             print(f"cannot grade: {error}", file=sys.stderr)
             return 2
-        self.notebooks = self.releases()
+
+    def grade(self) -> int:
         with task_cap(Limits()) as cap:
             if not cap.available:
                 print("warning: processes are not capped on this machine (grading as root "
@@ -183,7 +190,7 @@ class Batch:
         result = nbgrader(self.course, "export", f"--to={out}",
                           f"--CourseDirectory.db_url={self.db_url}", "--log-level=WARN")
         if result.returncode != 0:
-            raise SystemExit(f"nbgrader export failed: {why_it_failed(result)}")
+            raise CannotGrade(f"nbgrader export failed: {why_it_failed(result)}")
         with open(out, newline="") as f:
             rows = list(csv.DictReader(f))
         fields = [*rows[0].keys(), "status", "review"] if rows else []
