@@ -87,6 +87,11 @@ def command(runtime: Path, submission_files: Path, limits: Limits, env: dict[str
             "--unshare-uts", "--unshare-cgroup-try", "--disable-userns", "--die-with-parent",
             "--new-session",
             "--hostname", "grading", "--uid", "1000", "--gid", "1000", "--clearenv"]
+    # the writable memory file systems first: a folder bound below them (the environment or
+    # the course's tools may lie under /tmp) is mounted on top of them, not hidden by them
+    args += ["--proc", "/proc", "--dev", "/dev",
+             "--size", str(limits.disk_bytes), "--tmpfs", "/tmp",
+             "--size", str(limits.disk_bytes), "--tmpfs", HOME]
     for root in readable_roots():
         args += ["--ro-bind", root, root]
     for link, target in (("/bin", "usr/bin"), ("/lib", "usr/lib"), ("/lib64", "usr/lib64"),
@@ -95,10 +100,7 @@ def command(runtime: Path, submission_files: Path, limits: Limits, env: dict[str
             args += ["--symlink", target, link]
         elif os.path.isdir(link):
             args += ["--ro-bind", link, link]
-    args += ["--proc", "/proc", "--dev", "/dev",
-             "--size", str(limits.disk_bytes), "--tmpfs", "/tmp",
-             "--size", str(limits.disk_bytes), "--tmpfs", HOME,
-             "--ro-bind", str(GUARD), GUARD_IN_SANDBOX,
+    args += ["--ro-bind", str(GUARD), GUARD_IN_SANDBOX,
              "--ro-bind", str(submission_files), "/opt/submission",
              "--bind", str(runtime), str(runtime),
              "--chdir", HOME]
