@@ -247,7 +247,7 @@ EXPECT = {
     "x_patched_checks": {"flag": "tfcourse.checks"},
     "x_swallows_errors": {"flag": "run_cell_async was replaced"},
     "x_excepthook": {"flag": "custom exception handler"},
-    "x_forbidden_kept": {"flag": "forbidden in this exercise", "max": 3},
+    "x_forbidden_kept": {"flag": "forbidden in this exercise"},  # checks.forbid blocks it: 0
     "x_leaks_by_frames": {"flag": "import inspect", "max": 3},
     "x_leaks_by_events": {"flag": "IPython event callbacks"},
     "x_leaks_by_history": {"flag": "import linecache", "max": 13, "solved": True},
