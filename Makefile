@@ -15,7 +15,7 @@ export TFCOURSE_THREADS ?= 2
 COURSE ?= .
 JOBS   ?= $(shell nproc)
 
-.PHONY: book test venv browser notebooks student-edition lint lock clean
+.PHONY: book test venv browser sandbox grade notebooks student-edition lint lock clean
 
 venv: $(VENV)/.installed
 
