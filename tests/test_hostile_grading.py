@@ -19,13 +19,11 @@ breaks the notebook in a way that used to stop the batch. The tests check that:
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
 import socket
 import subprocess
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +37,10 @@ from test_grading import (
     is_solution,
     is_test,
     make_grade,
+    nbgrader,
     page_text,
     read_scores,
+    review,
 )
 
 pytestmark = pytest.mark.slow
@@ -419,19 +419,10 @@ def grade_batch(course: Path, students: dict[str, nbformat.NotebookNode]) -> Non
 
 def prepare(course: Path) -> tuple[nbformat.NotebookNode, nbformat.NotebookNode]:
     course_folder(course)
-    result = make_generate(course)
-    assert result.returncode == 0, result.stderr
+    nbgrader(course, "generate_assignment", ASSIGNMENT, "--log-level=WARN")
     source = nbformat.read(course / "solutions" / ASSIGNMENT / f"{NOTEBOOK}.ipynb", 4)
     release = nbformat.read(course / "_release" / ASSIGNMENT / f"{NOTEBOOK}.ipynb", 4)
     return source, release
-
-
-def make_generate(course: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    return subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment",
-                           ASSIGNMENT, "--log-level=WARN"], cwd=course, env=env,
-                          capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -480,8 +471,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Run:
 
 
 def rows(run: Run) -> dict[str, dict[str, str]]:
-    with open(run.course / "grades.csv", newline="") as f:
-        return {r["student_id"]: r for r in csv.DictReader(f) if r["assignment"] == ASSIGNMENT}
+    return review(run.course, ASSIGNMENT)
 
 
 def total(run: Run, student: str) -> float:

@@ -36,6 +36,18 @@ def _watched_modules():
             "tfcourse.checks": tfcourse.checks}
 
 
+def _hook_lists(shell):
+    """The lists through which code can rewrite or intercept later cells and imports."""
+    manager = shell.input_transformer_manager
+    return {"input_transformers_cleanup": shell.input_transformers_cleanup,
+            "input_transformers_post": shell.input_transformers_post,
+            "ast_transformers": shell.ast_transformers,
+            "manager.cleanup_transforms": manager.cleanup_transforms,
+            "manager.line_transforms": manager.line_transforms,
+            "manager.token_transformers": manager.token_transformers,
+            "sys.meta_path": sys.meta_path, "sys.path_hooks": sys.path_hooks}
+
+
 # names that IPython and ipykernel themselves rebind while running cells
 _REBOUND = {"builtins": {"_", "__", "___", "input", "raw_input", "getpass"}}
 
@@ -45,21 +57,11 @@ def _snapshot():
     names = {key: {name: value for name, value in vars(obj).items()
                    if name not in _REBOUND.get(key, ())} for key, obj in modules.items()}
     shell = get_ipython()  # noqa: F821 (the kernel's shell)
-    manager = shell.input_transformer_manager
     return {
         "modules": modules,
         "names": names,
         "sys.modules": {key: sys.modules.get(key) for key in modules if key in sys.modules},
-        "lists": {
-            "input_transformers_cleanup": list(shell.input_transformers_cleanup),
-            "input_transformers_post": list(shell.input_transformers_post),
-            "ast_transformers": list(shell.ast_transformers),
-            "manager.cleanup_transforms": list(manager.cleanup_transforms),
-            "manager.line_transforms": list(manager.line_transforms),
-            "manager.token_transformers": list(manager.token_transformers),
-            "sys.meta_path": list(sys.meta_path),
-            "sys.path_hooks": list(sys.path_hooks),
-        },
+        "lists": {name: list(target) for name, target in _hook_lists(shell).items()},
         "events": {name: list(callbacks) for name, callbacks in shell.events.callbacks.items()},
         "hooks": {"displayhook": sys.displayhook},
         "methods": {name: getattr(type(shell), name) for name in
@@ -97,15 +99,7 @@ def check(nonce, baseline):
         if key in baseline["sys.modules"] and sys.modules.get(key) is not module:
             found.append(f"sys.modules[{key!r}] was replaced")
             sys.modules[key] = module
-    manager = shell.input_transformer_manager
-    lists = {"input_transformers_cleanup": shell.input_transformers_cleanup,
-             "input_transformers_post": shell.input_transformers_post,
-             "ast_transformers": shell.ast_transformers,
-             "manager.cleanup_transforms": manager.cleanup_transforms,
-             "manager.line_transforms": manager.line_transforms,
-             "manager.token_transformers": manager.token_transformers,
-             "sys.meta_path": sys.meta_path, "sys.path_hooks": sys.path_hooks}
-    for name, target in lists.items():
+    for name, target in _hook_lists(shell).items():
         if _restore_list(target, baseline["lists"][name]):
             found.append(f"{name} was changed")
     for name, callbacks in shell.events.callbacks.items():
