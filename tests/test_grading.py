@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import csv
 import html as html_lib
-import importlib.util
+import importlib
 import os
 import re
 import shutil
@@ -45,10 +45,7 @@ HIDDEN = re.compile(r"^[^\n]*BEGIN HIDDEN TESTS.*?END HIDDEN TESTS[^\n]*$", re.S
 def load_cases(assignment: str) -> ModuleType:
     path = ROOT / "tests" / "grading_cases" / f"{assignment}.py"
     assert path.exists(), f"{assignment}: no grading cases in {path.relative_to(ROOT)}"
-    spec = importlib.util.spec_from_file_location(f"grading_cases_{assignment}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"grading_cases.{assignment}")
 
 
 def nbgrader(course: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -1,25 +1,12 @@
 """Submissions that tests/test_grading.py grades for the assignment 01_attention.
 
-Each case is a student who starts from the solution and rewrites some solution cells (by their
-nbgrader ``grade_id``), and states the exact outcome: the test cells listed in ``fails`` score 0
-and every other test cell of the notebook scores full marks. ``loses`` names the exercise that
-the mistake concerns; its score must drop (``None``: a correct implementation, full marks). A
-case with ``times_out`` runs a cell past the time limit; one with ``kernel_dies`` kills its
-kernel, so nbgrader records no grade for it; the rest of the batch must go on unchanged.
-
-A later chapter adds ``tests/grading_cases/<assignment>.py`` with the same four names.
 """
+
+from grading_cases import exercises, indent
 
 NOTEBOOK = "exercises"
 
-# exercise -> its solution cell and its test cells (the grade_ids of the source notebook)
-EXERCISES = {
-    "softmax": ("softmax", ("softmax_test", "softmax_hidden")),
-    "causal_mask": ("causal_mask", ("causal_mask_test", "causal_mask_hidden")),
-    "attention": ("attention", ("attention_test", "attention_hidden")),
-    "heads": ("heads", ("heads_test", "heads_hidden")),
-    "mha": ("mha", ("mha_test", "mha_hidden")),
-}
+EXERCISES = exercises("softmax", "causal_mask", "attention", "heads", "mha")
 
 SOFTMAX = EXERCISES["softmax"][1]
 MASK = EXERCISES["causal_mask"][1]
@@ -44,7 +31,7 @@ class MultiHeadAttention(nn.Module):
 
 def mha(body: str) -> str:
     """The exercise-5 class with ``body`` (unindented lines) as its forward."""
-    return MHA_CLASS.format(body="\n".join("        " + line for line in body.splitlines()))
+    return MHA_CLASS.format(body=indent(body, 8))
 
 
 # Correct code written differently from the solution: every exercise at once.

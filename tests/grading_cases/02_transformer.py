@@ -1,28 +1,16 @@
 """Submissions that tests/test_grading.py grades for the assignment 02_transformer.
 
-Each case is a student who starts from the solution and rewrites some solution cells (by their
-nbgrader ``grade_id``), and states the exact outcome: the test cells listed in ``fails`` score 0
-and every other test cell of the notebook scores full marks. ``loses`` names the exercise that
-the mistake concerns; its score must drop (``None``: a correct implementation, full marks). A
-case with ``times_out`` runs a cell past the time limit; one with ``kernel_dies`` kills its
-kernel, so nbgrader records no grade for it; the rest of the batch must go on unchanged.
-
 The mistakes are the classic ones of chapter 2: the sinusoidal encoding with sine and cosine
 swapped or the wrong exponent, pre-LN and post-LN swapped, the causal mask left off or put on the
 cross-attention, queries and keys swapped in the cross-attention, the target not shifted, the
 embedding scale forgotten.
 """
 
+from grading_cases import exercises, function, indent
+
 NOTEBOOK = "exercises"
 
-# exercise -> its solution cell and its test cells (the grade_ids of the source notebook)
-EXERCISES = {
-    "pe": ("pe", ("pe_test", "pe_hidden")),
-    "encoder": ("encoder", ("encoder_test", "encoder_hidden")),
-    "decoder": ("decoder", ("decoder_test", "decoder_hidden")),
-    "shift": ("shift", ("shift_test", "shift_hidden")),
-    "teacher_forcing": ("teacher_forcing", ("teacher_forcing_test", "teacher_forcing_hidden")),
-}
+EXERCISES = exercises("pe", "encoder", "decoder", "shift", "teacher_forcing")
 
 PE = EXERCISES["pe"][1]
 ENCODER = EXERCISES["encoder"][1]
@@ -65,19 +53,14 @@ def teacher_forcing_loss(tgt, memory, *, embedding, decoder, head, bos_id, pad_i
 '''
 
 
-def indent(body: str, spaces: int = 8) -> str:
-    return "\n".join(" " * spaces + line if line else line
-                     for line in body.strip("\n").splitlines())
-
-
 def encoder(body: str) -> str:
     """The exercise-2 class with ``body`` (unindented lines) as its forward."""
-    return ENCODER_CLASS.format(body=indent(body))
+    return ENCODER_CLASS.format(body=indent(body, 8))
 
 
 def decoder(body: str) -> str:
     """The exercise-3 class with ``body`` (unindented lines) as its forward."""
-    return DECODER_CLASS.format(body=indent(body))
+    return DECODER_CLASS.format(body=indent(body, 8))
 
 
 def teacher(body: str) -> str:
@@ -87,9 +70,8 @@ def teacher(body: str) -> str:
 
 def pe(angle_and_table: str) -> str:
     """An exercise-1 function whose body (unindented lines) ends by returning the table."""
-    return ("def sinusoidal_encoding(num_positions, d_model, *, base=10000.0, "
-            "dtype=torch.float32):\n"
-            + "\n".join("    " + line for line in angle_and_table.strip("\n").splitlines()))
+    return function("sinusoidal_encoding(num_positions, d_model, *, base=10000.0, "
+                    "dtype=torch.float32)", angle_and_table)
 
 
 # The right decoder layer with one sublayer call changed (each mistake below edits one line).

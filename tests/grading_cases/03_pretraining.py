@@ -1,12 +1,5 @@
 """Submissions that tests/test_grading.py grades for the assignment 03_pretraining.
 
-Each case is a student who starts from the solution and rewrites some solution cells (by their
-nbgrader ``grade_id``), and states the exact outcome: the test cells listed in ``fails`` score 0
-and every other test cell of the notebook scores full marks. ``loses`` names the exercise that
-the mistake concerns; its score must drop (``None``: a correct implementation, full marks). A
-case with ``times_out`` runs a cell past the time limit; one with ``kernel_dies`` kills its
-kernel, so nbgrader records no grade for it; the rest of the batch must go on unchanged.
-
 The mistakes are the classic ones of chapter 3: the next-token loss not shifted or shifted the
 wrong way, padding counted, the classes not in dimension 1; greedy decoding that feeds the whole
 sequence again with the cache, takes the wrong position's logits or does not use the cache;
@@ -15,26 +8,16 @@ writes into its input, draws special ids as random tokens or lets its random cas
 mean pooling that averages the padding in.
 """
 
+from grading_cases import edit, exercises, function
+
 NOTEBOOK = "exercises"
 
-# exercise -> its solution cell and its test cells (the grade_ids of the source notebook)
-EXERCISES = {
-    "loss": ("loss", ("loss_test", "loss_hidden")),
-    "generate": ("generate", ("generate_test", "generate_hidden")),
-    "mask": ("mask", ("mask_test", "mask_hidden")),
-    "pool": ("pool", ("pool_test", "pool_hidden")),
-}
+EXERCISES = exercises("loss", "generate", "mask", "pool")
 
 LOSS = EXERCISES["loss"][1]
 GENERATE = EXERCISES["generate"][1]
 MASK = EXERCISES["mask"][1]
 POOL = EXERCISES["pool"][1]
-
-
-def function(signature: str, body: str) -> str:
-    """``def signature:`` with ``body`` (unindented lines) as its body."""
-    return f"def {signature}:\n" + "\n".join(
-        "    " + line if line else line for line in body.strip("\n").splitlines())
 
 
 def loss(body: str) -> str:
@@ -92,14 +75,6 @@ POOL_RIGHT = '''
 real = (tokens != pad_id).unsqueeze(-1).to(h.dtype)
 return (h * real).sum(dim=1) / real.sum(dim=1)
 '''
-
-
-def edit(right: str, make, *changes: tuple[str, str]) -> str:
-    """``make(right)`` with each (old, new) of ``changes`` replaced once."""
-    for old, new in changes:
-        assert right.count(old) == 1, old
-        right = right.replace(old, new)
-    return make(right)
 
 
 # Correct code written differently from the solution: every exercise at once.

@@ -1,12 +1,5 @@
 """Submissions that tests/test_grading.py grades for the assignment 04_vision_transformer.
 
-Each case is a student who starts from the solution and rewrites some solution cells (by their
-nbgrader ``grade_id``), and states the exact outcome: the test cells listed in ``fails`` score 0
-and every other test cell of the notebook scores full marks. ``loses`` names the exercise that
-the mistake concerns; its score must drop (``None``: a correct implementation, full marks). A
-case with ``times_out`` runs a cell past the time limit; one with ``kernel_dies`` kills its
-kernel, so nbgrader records no grade for it; the rest of the batch must go on unchanged.
-
 The mistakes are the classic ones of chapter 4: patches flattened with the channels last, in
 column-major grid order, with their pixels transposed, or cut by a reshape without a permute;
 ``view`` after a permute; square images assumed; the sizes not checked (``unfold`` drops the
@@ -20,26 +13,16 @@ residual identity or its factor 1/2, averaged over the batch instead of the head
 the last layer, or with an identity in the default dtype.
 """
 
+from grading_cases import edit, exercises, function
+
 NOTEBOOK = "exercises"
 
-# exercise -> its solution cell and its test cells (the grade_ids of the source notebook)
-EXERCISES = {
-    "patchify": ("patchify", ("patchify_test", "patchify_hidden")),
-    "embed": ("embed", ("embed_test", "embed_hidden")),
-    "vit": ("vit", ("vit_test", "vit_hidden")),
-    "rollout": ("rollout", ("rollout_test", "rollout_hidden")),
-}
+EXERCISES = exercises("patchify", "embed", "vit", "rollout")
 
 PATCHIFY = EXERCISES["patchify"][1]
 EMBED = EXERCISES["embed"][1]
 VIT = EXERCISES["vit"][1]
 ROLLOUT = EXERCISES["rollout"][1]
-
-
-def function(signature: str, body: str) -> str:
-    """``def signature:`` with ``body`` (unindented lines) as its body."""
-    return f"def {signature}:\n" + "\n".join(
-        "    " + line if line else line for line in body.strip("\n").splitlines())
 
 
 def patchify(body: str) -> str:
@@ -114,14 +97,6 @@ for layer in maps:
     result = mixed @ result
 return result
 '''
-
-
-def edit(right: str, make, *changes: tuple[str, str]) -> str:
-    """``make(right)`` with each (old, new) of ``changes`` replaced once."""
-    for old, new in changes:
-        assert right.count(old) == 1, old
-        right = right.replace(old, new)
-    return make(right)
 
 
 # Correct code written differently from the solution: every exercise at once.

@@ -1,12 +1,5 @@
 """Submissions that tests/test_grading.py grades for the assignment 05_token_merging.
 
-Each case is a student who starts from the solution and rewrites some solution cells (by their
-nbgrader ``grade_id``), and states the exact outcome: the test cells listed in ``fails`` score 0
-and every other test cell of the notebook scores full marks. ``loses`` names the exercise that
-the mistake concerns; its score must drop (``None``: a correct implementation, full marks). A
-case with ``times_out`` runs a cell past the time limit; one with ``kernel_dies`` kills its
-kernel, so nbgrader records no grade for it; the rest of the batch must go on unchanged.
-
 The mistakes are the classic ones of chapter 5: a matching by the plain dot product instead of
 the cosine similarity, that keeps the least similar edges, splits the tokens into halves instead
 of alternately, merges the class token, draws the edges from B to A, takes the best pairs of the
@@ -21,26 +14,16 @@ image's sizes for all, a wrong scale; token counts without the cut, cut against 
 only or to ⌊T/2⌋, or without T_0; and calls to the reference or to PyTorch's fused attention.
 """
 
+from grading_cases import edit, exercises, function
+
 NOTEBOOK = "exercises"
 
-# exercise -> its solution cell and its test cells (the grade_ids of the source notebook)
-EXERCISES = {
-    "match": ("match", ("match_test", "match_hidden")),
-    "merge": ("merge", ("merge_test", "merge_hidden")),
-    "attention": ("attention", ("attention_test", "attention_hidden")),
-    "counts": ("counts", ("counts_test", "counts_hidden")),
-}
+EXERCISES = exercises("match", "merge", "attention", "counts")
 
 MATCH = EXERCISES["match"][1]
 MERGE = EXERCISES["merge"][1]
 ATTENTION = EXERCISES["attention"][1]
 COUNTS = EXERCISES["counts"][1]
-
-
-def function(signature: str, body: str) -> str:
-    """``def signature:`` with ``body`` (unindented lines) as its body."""
-    return f"def {signature}:\n" + "\n".join(
-        "    " + line if line else line for line in body.strip("\n").splitlines())
 
 
 def match(body: str) -> str:
@@ -104,14 +87,6 @@ for r in schedule:
     counts.append(counts[-1] - min(r, (counts[-1] - 1) // 2))
 return counts
 '''
-
-
-def edit(right: str, make, *changes: tuple[str, str]) -> str:
-    """``make(right)`` with each (old, new) of ``changes`` replaced once."""
-    for old, new in changes:
-        assert right.count(old) == 1, old
-        right = right.replace(old, new)
-    return make(right)
 
 
 # Correct code written differently from the solution: every exercise at once.

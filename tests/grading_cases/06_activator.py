@@ -1,12 +1,5 @@
 """Submissions that tests/test_grading.py grades for the assignment 06_activator.
 
-Each case is a student who starts from the solution and rewrites some solution cells (by their
-nbgrader ``grade_id``), and states the exact outcome: the test cells listed in ``fails`` score 0
-and every other test cell of the notebook scores full marks. ``loses`` names the exercise that
-the mistake concerns; its score must drop (``None``: a correct implementation, full marks). A
-case with ``times_out`` runs a cell past the time limit; one with ``kernel_dies`` kills its
-kernel, so nbgrader records no grade for it; the rest of the batch must go on unchanged.
-
 The mistakes are the classic ones of chapter 6: a gated linear unit with the activation on the
 value or on the product, the gate's bias outside the activation, GELU hard-coded, the weights
 transposed, or written for three axes only; a gating unit with a second norm where one is
@@ -19,26 +12,16 @@ the caller's images, swaps the grid's rows and columns, changes the first patch 
 a tensor; and calls to the reference.
 """
 
+from grading_cases import edit, exercises, function, indent
+
 NOTEBOOK = "exercises"
 
-# exercise -> its solution cell and its test cells (the grade_ids of the source notebook)
-EXERCISES = {
-    "glu": ("glu", ("glu_test", "glu_hidden")),
-    "gating": ("gating", ("gating_test", "gating_hidden")),
-    "activator": ("activator", ("activator_test", "activator_hidden")),
-    "mixing": ("mixing", ("mixing_test", "mixing_hidden")),
-}
+EXERCISES = exercises("glu", "gating", "activator", "mixing")
 
 GLU = EXERCISES["glu"][1]
 GATING = EXERCISES["gating"][1]
 ACTIVATOR = EXERCISES["activator"][1]
 MIXING = EXERCISES["mixing"][1]
-
-
-def function(signature: str, body: str) -> str:
-    """``def signature:`` with ``body`` (unindented lines) as its body."""
-    return f"def {signature}:\n" + "\n".join(
-        "    " + line if line else line for line in body.strip("\n").splitlines())
 
 
 def glu(body: str) -> str:
@@ -68,16 +51,12 @@ class Activator(nn.Module):
 '''
 
 
-def _indent(body: str) -> str:
-    return "\n".join("        " + line if line else line for line in body.strip("\n").splitlines())
-
-
 def activator(text: str) -> str:
     """The exercise-3 class from ``text``: three bodies (unindented lines) separated by lines
     ``---``: __init__ after super().__init__(), features, forward."""
     init, features, forward = text.strip("\n").split("\n---\n")
-    return ACTIVATOR_CLASS.format(init=_indent(init), features=_indent(features),
-                                  forward=_indent(forward))
+    return ACTIVATOR_CLASS.format(init=indent(init, 8), features=indent(features, 8),
+                                  forward=indent(forward, 8))
 
 
 # The right implementations, written plainly; each mistake below edits one or a few lines.
@@ -124,14 +103,6 @@ with torch.no_grad():
             return True
 return False
 '''
-
-
-def edit(right: str, make, *changes: tuple[str, str]) -> str:
-    """``make(right)`` with each (old, new) of ``changes`` replaced once."""
-    for old, new in changes:
-        assert right.count(old) == 1, old
-        right = right.replace(old, new)
-    return make(right)
 
 
 # Correct code written differently from the solution: every exercise at once, three times.

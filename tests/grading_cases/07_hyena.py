@@ -1,12 +1,5 @@
 """Submissions that tests/test_grading.py grades for the assignment 07_hyena.
 
-Each case is a student who starts from the solution and rewrites some solution cells (by their
-nbgrader ``grade_id``), and states the exact outcome: the test cells listed in ``fails`` score 0
-and every other test cell of the notebook scores full marks. ``loses`` names the exercise that
-the mistake concerns; its score must drop (``None``: a correct implementation, full marks). A
-case with ``times_out`` runs a cell past the time limit; one with ``kernel_dies`` kills its
-kernel, so nbgrader records no grade for it; the rest of the batch must go on unchanged.
-
 The mistakes are the classic ones of chapter 7: a convolution by FFT that is circular (n = T),
 keeps 2T outputs, divides by n twice or mixes the normalisations, drops n from an odd-length
 irfft, computes float64 in float32, feeds half precision to the CPU FFT or returns float32 for
@@ -23,28 +16,17 @@ compares every output, tries the middle cut only, changes the caller's tensor, f
 absolute value, ignores atol or returns a tensor; and calls to the reference.
 """
 
+from grading_cases import edit, exercises, function
+
 NOTEBOOK = "exercises"
 
-# exercise -> its solution cell and its test cells (the grade_ids of the source notebook)
-EXERCISES = {
-    "fft": ("fft", ("fft_test", "fft_hidden")),
-    "short": ("short", ("short_test", "short_hidden")),
-    "filter": ("filter", ("filter_test", "filter_hidden")),
-    "operator": ("operator", ("operator_test", "operator_hidden")),
-    "leak": ("leak", ("leak_test", "leak_hidden")),
-}
+EXERCISES = exercises("fft", "short", "filter", "operator", "leak")
 
 FFT = EXERCISES["fft"][1]
 SHORT = EXERCISES["short"][1]
 FILTER = EXERCISES["filter"][1]
 OPERATOR = EXERCISES["operator"][1]
 LEAK = EXERCISES["leak"][1]
-
-
-def function(signature: str, body: str) -> str:
-    """``def signature:`` with ``body`` (unindented lines) as its body."""
-    return f"def {signature}:\n" + "\n".join(
-        "    " + line if line else line for line in body.strip("\n").splitlines())
 
 
 def fft(body: str) -> str:
@@ -112,14 +94,6 @@ with torch.no_grad():
             return True
 return False
 '''
-
-
-def edit(right: str, make, *changes: tuple[str, str]) -> str:
-    """``make(right)`` with each (old, new) of ``changes`` replaced once."""
-    for old, new in changes:
-        assert right.count(old) == 1, old
-        right = right.replace(old, new)
-    return make(right)
 
 
 # Correct code written differently from the solution: every exercise at once, three times.

@@ -1,12 +1,5 @@
 """Submissions that tests/test_grading.py grades for the assignment 08_mamba.
 
-Each case is a student who starts from the solution and rewrites some solution cells (by their
-nbgrader ``grade_id``), and states the exact outcome: the test cells listed in ``fails`` score 0
-and every other test cell of the notebook scores full marks. ``loses`` names the exercise that
-the mistake concerns; its score must drop (``None``: a correct implementation, full marks). A
-case with ``times_out`` runs a cell past the time limit; one with ``kernel_dies`` kills its
-kernel, so nbgrader records no grade for it; the rest of the batch must go on unchanged.
-
 The mistakes are the classic ones of chapter 8: a discretisation with exp(A) instead of
 exp(ΔA), ΔA or 1 + ΔA for Ā, Euler's B̄ = ΔB where the zero-order hold is asked, B̄ without its
 Δ, Δ broadcast along the state instead of the channels, two named leading dimensions, or no
@@ -23,28 +16,17 @@ flips the weight, drops the convolution's bias or its SiLU, the gate or its SiLU
 z, drops D, writes into the caller's states, or assumes K > 1; and calls to the reference.
 """
 
+from grading_cases import edit, exercises, function
+
 NOTEBOOK = "exercises"
 
-# exercise -> its solution cell and its test cells (the grade_ids of the source notebook)
-EXERCISES = {
-    "discretize": ("discretize", ("discretize_test", "discretize_hidden")),
-    "params": ("params", ("params_test", "params_hidden")),
-    "selective": ("selective", ("selective_test", "selective_hidden")),
-    "parallel": ("parallel", ("parallel_test", "parallel_hidden")),
-    "step": ("step", ("step_test", "step_hidden")),
-}
+EXERCISES = exercises("discretize", "params", "selective", "parallel", "step")
 
 DISCRETIZE = EXERCISES["discretize"][1]
 PARAMS = EXERCISES["params"][1]
 SELECTIVE = EXERCISES["selective"][1]
 PARALLEL = EXERCISES["parallel"][1]
 STEP = EXERCISES["step"][1]
-
-
-def function(signature: str, body: str) -> str:
-    """``def signature:`` with ``body`` (unindented lines) as its body."""
-    return f"def {signature}:\n" + "\n".join(
-        "    " + line if line else line for line in body.strip("\n").splitlines())
 
 
 def discretize(body: str) -> str:
@@ -115,14 +97,6 @@ h = torch.exp(delta[..., None] * mixer.A) * ssm_state + (delta * v)[..., None] *
 y = (h * C[:, None, :]).sum(-1) + mixer.D * v
 return mixer.out_proj(y * F.silu(z)), window[..., 1:], h
 '''
-
-
-def edit(right: str, make, *changes: tuple[str, str]) -> str:
-    """``make(right)`` with each (old, new) of ``changes`` replaced once."""
-    for old, new in changes:
-        assert right.count(old) == 1, old
-        right = right.replace(old, new)
-    return make(right)
 
 
 # Correct code written differently from the solution: every exercise at once, three times.

@@ -1,12 +1,5 @@
 """Submissions that tests/test_grading.py grades for the assignment 09_jamba.
 
-Each case is a student who starts from the solution and rewrites some solution cells (by their
-nbgrader ``grade_id``), and states the exact outcome: the test cells listed in ``fails`` score 0
-and every other test cell of the notebook scores full marks. ``loses`` names the exercise that
-the mistake concerns; its score must drop (``None``: a correct implementation, full marks). A
-case with ``times_out`` runs a cell past the time limit; one with ``kernel_dies`` kills its
-kernel, so nbgrader records no grade for it; the rest of the batch must go on unchanged.
-
 The mistakes are the classic ones of chapter 9: a layer schedule that counts the layers from 1,
 ignores the offset of the attention layers, puts the experts on the even layers, swaps period and
 offset or repeats whole blocks only; a key/value cache that counts every layer or the Mamba
@@ -26,28 +19,17 @@ zeros, without the 1/√D scale or with 1/D, or with the softmax over the querie
 the references (tfcourse's and PyTorch's fused attention).
 """
 
+from grading_cases import edit, exercises, function
+
 NOTEBOOK = "exercises"
 
-# exercise -> its solution cell and its test cells (the grade_ids of the source notebook)
-EXERCISES = {
-    "schedule": ("schedule", ("schedule_test", "schedule_hidden")),
-    "routing": ("routing", ("routing_test", "routing_hidden")),
-    "moe": ("moe", ("moe_test", "moe_hidden")),
-    "balance": ("balance", ("balance_test", "balance_hidden")),
-    "gqa": ("gqa", ("gqa_test", "gqa_hidden")),
-}
+EXERCISES = exercises("schedule", "routing", "moe", "balance", "gqa")
 
 SCHEDULE = EXERCISES["schedule"][1]
 ROUTING = EXERCISES["routing"][1]
 MOE = EXERCISES["moe"][1]
 BALANCE = EXERCISES["balance"][1]
 GQA = EXERCISES["gqa"][1]
-
-
-def function(signature: str, body: str) -> str:
-    """``def signature:`` with ``body`` (unindented lines) as its body."""
-    return f"def {signature}:\n" + "\n".join(
-        "    " + line if line else line for line in body.strip("\n").splitlines())
 
 
 def cell(source: str) -> str:
@@ -131,14 +113,6 @@ future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
 weights = torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1)
 return weights @ v
 '''
-
-
-def edit(right: str, make, *changes: tuple[str, str]) -> str:
-    """``make(right)`` with each (old, new) of ``changes`` replaced once."""
-    for old, new in changes:
-        assert right.count(old) == 1, old
-        right = right.replace(old, new)
-    return make(right)
 
 
 # Correct code written differently from the solution: every exercise at once, three times.
