@@ -38,6 +38,10 @@ SCREENSHOTS = ARTIFACTS / "screenshots"
 RAW_TEX = re.compile(r"\$\$|\\\(|\\\[|\\(frac|sqrt|operatorname|mathbb|begin|left|right)\b")
 # The preface, every lesson and exercise page, and the notation appendix (tables of maths).
 PAGES = [toc_pages()[0], *lesson_pages(), *exercise_pages(), "chapters/appendices/notation"]
+# Display equations are measured at two laptop windows, where each must fit the article's column,
+# and on a phone, where a wider one must scroll sideways (CSS pixels; Chrome's device emulation).
+LAPTOP_WIDTHS = (1280, 1400)
+PHONE = {"width": 390, "height": 844, "deviceScaleFactor": 3, "mobile": True}
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -192,6 +196,143 @@ def check_page(browser: webdriver.Chrome, site: str, page: str) -> None:
         browser.find_element(By.CSS_SELECTOR, ".dropdown-launch-buttons button").click()
         WebDriverWait(browser, 10).until(lambda d: d.find_element(
             By.CSS_SELECTOR, ".dropdown-launch-buttons .dropdown-menu").is_displayed())
+
+
+# For every display equation of the article: the horizontal extent of its typeset glyphs (all,
+# and those of its \tag apart), the article's column (the content box of article.bd-article), and
+# the nearest element between them that scrolls sideways, measured scrolled to its start and to
+# its end. Its TeX comes from MathJax's list.
+MEASURE_DISPLAY_EQUATIONS = """
+    const article = document.querySelector('article.bd-article');
+    const box = article.getBoundingClientRect(), style = getComputedStyle(article);
+    const column = {left: box.left + parseFloat(style.borderLeftWidth)
+                          + parseFloat(style.paddingLeft),
+                    right: box.right - parseFloat(style.borderRightWidth)
+                           - parseFloat(style.paddingRight)};
+    const glyphs = (container, labels = null) => {
+        let left = Infinity, right = -Infinity;
+        for (const glyph of container.querySelectorAll('mjx-math mjx-c, mjx-math mjx-line')) {
+            if (labels !== null && labels !== !!glyph.closest('mjx-labels')) continue;
+            const r = glyph.getBoundingClientRect();
+            if (r.width > 0) { left = Math.min(left, r.left); right = Math.max(right, r.right); }
+        }
+        return left <= right ? {left, right} : null;  // null: no glyph
+    };
+    const scroller = container => {
+        for (let e = container; e && e !== article; e = e.parentElement) {
+            if (['auto', 'scroll'].includes(getComputedStyle(e).overflowX)) return e;
+        }
+        return null;
+    };
+    const tex = new Map();
+    for (const item of MathJax.startup.document.math) {
+        if (item.display && item.typesetRoot) tex.set(item.typesetRoot, item.math);
+    }
+    return [...article.querySelectorAll('mjx-container[display="true"]')].map(container => {
+        const equation = {tex: tex.get(container) || container.textContent, column,
+                          glyphs: glyphs(container), body: glyphs(container, false),
+                          tag: glyphs(container, true), scroller: null};
+        const element = scroller(container);
+        if (element) {
+            const r = element.getBoundingClientRect(), s = getComputedStyle(element);
+            const view = {left: r.left + parseFloat(s.borderLeftWidth),
+                          right: r.left + parseFloat(s.borderLeftWidth) + element.clientWidth};
+            element.scrollLeft = 0;
+            const atStart = glyphs(container);
+            element.scrollLeft = element.scrollWidth;
+            const atEnd = glyphs(container);
+            element.scrollLeft = 0;
+            equation.scroller = {tag: element.tagName.toLowerCase(), view,
+                                 scrolls: element.scrollWidth > element.clientWidth,
+                                 cut_left: view.left - atStart.left,
+                                 cut_right: atEnd.right - view.right};
+        }
+        return equation;
+    });"""
+
+
+def equation_name(index: int, tex: str) -> str:
+    """'Eq. (1.2) `h_t = ...`' (its \\tag), or 'display equation 3 `...`', with its TeX's start."""
+    tag = re.search(r"\\tag\{([^}]*)\}", tex)
+    name = f"Eq. ({tag.group(1)})" if tag else f"display equation {index + 1}"
+    start = " ".join(re.sub(r"\\tag\{[^}]*\}", "", tex).split())
+    return f"{name} `{start[:50]}{'…' if len(start) > 50 else ''}`"
+
+
+def equation_problems(equations: list[dict], phone: bool) -> list[tuple[int, str]]:
+    """What is wrong with the measured display equations, as (index, what) pairs, with 0.5 px of
+    tolerance for rounding. At every width an equation's number stays clear of it. On a laptop
+    no glyph may lie outside the column. On a phone one that does must be in an element that
+    scrolls sideways, lies within the column, and reaches from the equation's left end to its
+    right end (a centred equation wider than its box starts left of it, where no scrolling
+    goes)."""
+    problems = []
+    for index, equation in enumerate(equations):
+        body, tag = equation["body"], equation["tag"]
+        if body and tag and tag["left"] < body["right"] - 0.5:  # its number is written over it
+            problems.append((index, f"{equation_name(index, equation['tex'])}: its number "
+                                    f"overlaps its last {body['right'] - tag['left']:.0f} px"))
+        column, glyphs = equation["column"], equation["glyphs"]
+        if not glyphs:
+            continue
+        past = max(column["left"] - glyphs["left"], glyphs["right"] - column["right"])
+        if past <= 0.5:
+            continue
+        name = equation_name(index, equation["tex"])
+        side = "left" if column["left"] - glyphs["left"] > 0.5 else "right"
+        overflow = f"{name} runs {past:.0f} px past the column's {side} edge"
+        scroller = equation["scroller"]
+        if not phone:
+            problem = (f"{overflow} ({glyphs['right'] - glyphs['left']:.0f} px wide, the column "
+                       f"{column['right'] - column['left']:.0f} px)")
+        elif scroller is None:
+            problem = f"{overflow}, in no element that scrolls sideways"
+        elif (outside := max(column["left"] - scroller["view"]["left"],
+                             scroller["view"]["right"] - column["right"])) > 0.5:
+            problem = (f"{name}: its scrolling <{scroller['tag']}> runs {outside:.0f} px past "
+                       "the column")
+        elif not scroller["scrolls"]:
+            problem = f"{overflow}, and its <{scroller['tag']}> does not scroll"
+        elif scroller["cut_left"] > 0.5:
+            problem = (f"{name}: its left {scroller['cut_left']:.0f} px lie before the start of "
+                       f"its scrolling <{scroller['tag']}>, out of reach")
+        elif scroller["cut_right"] > 0.5:
+            problem = (f"{name}: its right {scroller['cut_right']:.0f} px lie beyond the end of "
+                       f"its scrolling <{scroller['tag']}>, out of reach")
+        else:
+            continue  # it scrolls, from end to end
+        problems.append((index, problem))
+    return problems
+
+
+@pytest.mark.parametrize("width", [*LAPTOP_WIDTHS, PHONE["width"]])
+@pytest.mark.parametrize("page", PAGES)
+def test_display_equations_fit_the_column(browser: webdriver.Chrome, site: str, page: str,
+                                          width: int) -> None:
+    """From a laptop's window up every display equation fits the article's column (long ones are
+    broken into lines); on a phone a wider one scrolls sideways, and both of its ends can be
+    reached. The page is laid out at the width from the start (device emulation, cleared after)."""
+    phone = width == PHONE["width"]
+    metrics = PHONE if phone else {"width": width, "height": 1000, "deviceScaleFactor": 1,
+                                   "mobile": False}
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+    try:
+        open_page(browser, site, page)
+        wait_for_mathjax(browser)
+        problems = equation_problems(browser.execute_script(MEASURE_DISPLAY_EQUATIONS), phone)
+        if problems:  # a view of the first one, for the failure report
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            browser.execute_script(
+                "document.querySelectorAll('article.bd-article mjx-container[display=\"true\"]')"
+                "[arguments[0]].scrollIntoView({block: 'center'});", problems[0][0])
+            shot = browser.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})
+            (SCREENSHOTS / f"{page.replace('/', '-')}-equations-{width}px.png").write_bytes(
+                base64.b64decode(shot["data"]))
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    where = "a phone" if phone else "a laptop window"
+    assert not problems, (f"{page} at {width} px ({where}), display equations that do not fit "
+                          "the column:\n  " + "\n  ".join(problem for _, problem in problems))
 
 
 def test_search_finds_the_lessons(browser: webdriver.Chrome, site: str) -> None:

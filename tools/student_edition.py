@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # What the edition holds (folders end in "/"): everything else of this repository stays with the
 # instructor. An allow-list, so that a new top-level file is private until someone publishes it.
 PUBLISHED = ("_config.yml", "_toc.yml", "intro.md", "README.md", "Makefile", "pyproject.toml",
-             ".gitignore", "_ext/", "binder/", "chapters/", "requirements/", "tfcourse/")
+             ".gitignore", "_ext/", "_static/", "binder/", "chapters/", "requirements/",
+             "tfcourse/")
 # Makefile targets that work without the instructor's files; the edition's Makefile has no other.
 EDITION_TARGETS = frozenset({"venv", "book", "lint", "lock", "clean"})
 INSTRUCTOR_ONLY = re.compile(r"^<!-- instructor-only -->\n.*?^<!-- /instructor-only -->\n",

@@ -584,8 +584,10 @@ plt.show()
 # Both are applied by adding a matrix $M$ to the scores before the softmax,
 #
 # $$
-# A = \operatorname{softmax}\!\left(\frac{QK^\top}{\sqrt{d_k}} + M\right),
-# \qquad M_{ts} = 0 \text{ if query } t \text{ may attend to key } s, \text{ else } -\infty,
+# \begin{aligned}
+# A &= \operatorname{softmax}\!\left(\frac{QK^\top}{\sqrt{d_k}} + M\right), \cr
+# M_{ts} &= 0 \text{ if query } t \text{ may attend to key } s, \text{ else } -\infty,
+# \end{aligned}
 # \tag{4.1}
 # $$
 #

@@ -107,9 +107,11 @@ for std_name, std in (("1 (nn.Embedding)", 1.0), ("1/sqrt(C)", C ** -0.5)):
 # use a fixed table: for position $\text{pos}$ and channel pair $i = 0, \dots, C/2 - 1$,
 #
 # $$
-# PE_{(\text{pos}, 2i)} = \sin(\omega_i\, \text{pos}), \qquad
-# PE_{(\text{pos}, 2i+1)} = \cos(\omega_i\, \text{pos}), \qquad
-# \omega_i = 10000^{-2i/C} . \tag{2.1}
+# \begin{aligned}
+# PE_{(\text{pos}, 2i)} &= \sin(\omega_i\, \text{pos}), \cr
+# PE_{(\text{pos}, 2i+1)} &= \cos(\omega_i\, \text{pos}), \qquad \omega_i = 10000^{-2i/C} .
+# \end{aligned}
+# \tag{2.1}
 # $$
 #
 # Each pair of channels is a point going round a circle at its own angular frequency. The
@@ -208,8 +210,11 @@ plt.show()
 # applies a learned gain $\gamma$ and bias $\beta$:
 #
 # $$
-# \operatorname{LayerNorm}(x) = \gamma \odot \frac{x - \mu}{\sqrt{\sigma^2 + \epsilon}} + \beta,
-# \qquad \mu = \frac{1}{C} \sum_{c} x_c,\quad \sigma^2 = \frac{1}{C} \sum_{c} (x_c - \mu)^2 .
+# \begin{aligned}
+# \operatorname{LayerNorm}(x) &= \gamma \odot \frac{x - \mu}{\sqrt{\sigma^2 + \epsilon}} + \beta,
+# \cr
+# \mu &= \frac{1}{C} \sum_{c} x_c,\quad \sigma^2 = \frac{1}{C} \sum_{c} (x_c - \mu)^2 .
+# \end{aligned}
 # \tag{3.1}
 # $$
 #
@@ -234,9 +239,10 @@ print(f"nn.LayerNorm = Eq. (3.1); after it, each position has mean "
 # (**pre-LN**), with one more LayerNorm after the last layer:
 #
 # $$
-# \text{post-LN:}\quad x_{l+1} = \operatorname{LN}\big(x_l + \operatorname{F}_l(x_l)\big),
-# \qquad
-# \text{pre-LN:}\quad x_{l+1} = x_l + \operatorname{F}_l\big(\operatorname{LN}(x_l)\big) .
+# \begin{aligned}
+# \text{post-LN:}\quad x_{l+1} &= \operatorname{LN}\big(x_l + \operatorname{F}_l(x_l)\big), \cr
+# \text{pre-LN:}\quad x_{l+1} &= x_l + \operatorname{F}_l\big(\operatorname{LN}(x_l)\big) .
+# \end{aligned}
 # \tag{3.2}
 # $$
 #
@@ -254,11 +260,11 @@ print(f"nn.LayerNorm = Eq. (3.1); after it, each position has mean "
 # position on its own (Vaswani et al., 2017, section 3.3, Eq. 2):
 #
 # $$
-# \operatorname{FFN}(x) = \max(0,\, x W_1 + b_1)\, W_2 + b_2, \qquad W_1 \in \mathbb{R}^{C \times
-# F},\ W_2 \in \mathbb{R}^{F \times C}, \tag{4.1}
+# \operatorname{FFN}(x) = \max(0,\, x W_1 + b_1)\, W_2 + b_2, \tag{4.1}
 # $$
 #
-# with $F = 4C$ in the paper (2048 for $C = 512$). It holds two thirds of the parameters of an
+# with $W_1 \in \mathbb{R}^{C \times F}$, $W_2 \in \mathbb{R}^{F \times C}$ and $F = 4C$ in the
+# paper (2048 for $C = 512$). It holds two thirds of the parameters of an
 # encoder layer ($8C^2$ against $4C^2$ for attention). "Position-wise" means the same weights at
 # every position and no exchange between positions, so permuting the positions of the input
 # permutes the output the same way:

@@ -284,9 +284,12 @@ assert gpt_val_loss < unigram_loss - 0.5, "the GPT should beat the unigram model
 # tokens (**top-$k$**, Fan et al., 2018):
 #
 # $$
-# p_i = \frac{\exp(z_i / \tau)}{\sum_{j \in \mathcal{K}} \exp(z_j / \tau)} \text{ for }
-# i \in \mathcal{K},\ 0 \text{ otherwise}, \qquad
-# \mathcal{K} = \text{the } k \text{ largest } z_i . \tag{4.1}
+# \begin{aligned}
+# p_i &= \frac{\exp(z_i / \tau)}{\sum_{j \in \mathcal{K}} \exp(z_j / \tau)} \text{ for }
+# i \in \mathcal{K},\ 0 \text{ otherwise}, \cr
+# \mathcal{K} &= \text{the } k \text{ largest } z_i .
+# \end{aligned}
+# \tag{4.1}
 # $$
 #
 # $\tau < 1$ sharpens the distribution towards greedy, $\tau > 1$ flattens it towards uniform;
@@ -344,8 +347,10 @@ for tau, k in ((0.8, 10), (1.0, None), (1.5, None)):
 # So appending token $t$ changes no key and no value of positions $s < t$. Step $t$ needs only
 #
 # $$
-# q_t = x_t W_Q,\quad K_{\le t} = [K_{<t};\ x_t W_K],\quad V_{\le t} = [V_{<t};\ x_t W_V],\quad
-# o_t = \operatorname{softmax}\!\Big(\frac{q_t K_{\le t}^\top}{\sqrt{D}}\Big) V_{\le t},
+# \begin{aligned}
+# q_t &= x_t W_Q,\quad K_{\le t} = [K_{<t};\ x_t W_K],\quad V_{\le t} = [V_{<t};\ x_t W_V], \cr
+# o_t &= \operatorname{softmax}\!\Big(\frac{q_t K_{\le t}^\top}{\sqrt{D}}\Big) V_{\le t},
+# \end{aligned}
 # \tag{5.1}
 # $$
 #

@@ -69,12 +69,10 @@ print(f"torch {torch.__version__}, tfcourse {tc.__version__}, "
 # writers, an easier task than reading new writers.)
 #
 # **The patches.** An image of $H \times W$ pixels with $K$ channels, cut into square patches of
-# $P \times P$ pixels without overlap, gives
+# $P \times P$ pixels without overlap, gives $N$ patches, each flattened to a vector:
 #
 # $$
-# N = \frac{H W}{P^2}
-# \text{ patches, each flattened to a vector } x_p^n \in \mathbb{R}^{P^2 K},
-# \qquad n = 1, \dots, N . \tag{1.1}
+# N = \frac{H W}{P^2}, \qquad x_p^n \in \mathbb{R}^{P^2 K}, \quad n = 1, \dots, N . \tag{1.1}
 # $$
 #
 # The Transformer then reads a sequence of $N$ tokens (one more with the class token of
@@ -173,8 +171,11 @@ plt.show()
 # map on the flattened patch, provided both are flattened in the same order:
 #
 # $$
-# (x_p^n)_{k P^2 + u P + v} = x_{k,\, rP + u,\, sP + v}, \qquad
-# E_{k P^2 + u P + v,\; c} = W_{c, k, u, v}, \qquad n = r \cdot \tfrac{I}{P} + s . \tag{2.2}
+# \begin{aligned}
+# (x_p^n)_{k P^2 + u P + v} &= x_{k,\, rP + u,\, sP + v}, \cr
+# E_{k P^2 + u P + v,\; c} &= W_{c, k, u, v}, \qquad n = r \cdot \tfrac{I}{P} + s .
+# \end{aligned}
+# \tag{2.2}
 # $$
 #
 # In words: each patch is flattened **channel first, then pixel row, then pixel column** (the
@@ -235,8 +236,10 @@ assert (mismatched - reference).abs().max() > 0.1
 # In the course's letters (the paper writes $D$ for our $C$, and $C$ for our $K$):
 #
 # $$
-# z_0 = [\,x_\text{class};\; x_p^1 E;\; x_p^2 E;\; \dots;\; x_p^N E\,] + E_\text{pos},
-# \qquad E \in \mathbb{R}^{P^2 K \times C},\; E_\text{pos} \in \mathbb{R}^{(N+1) \times C},
+# \begin{aligned}
+# z_0 &= [\,x_\text{class};\; x_p^1 E;\; x_p^2 E;\; \dots;\; x_p^N E\,] + E_\text{pos}, \cr
+# &\qquad E \in \mathbb{R}^{P^2 K \times C},\; E_\text{pos} \in \mathbb{R}^{(N+1) \times C},
+# \end{aligned}
 # \tag{3.1}
 # $$
 #

@@ -509,12 +509,15 @@ assert merged_stats["pixel difference"] < 0.8 * random_stats["pixel difference"]
 # $r$ need not be the same in every block. The paper's default is a **constant** schedule,
 # $r_\ell = r$. It also tries a **decreasing** one (section 4.1, *Merging schedule*), which
 # merges $2r$ tokens in the first block and linearly fewer after, down to 0 in the last, for
-# about the same total of $rL$ merges:
+# about the same total of $rL$ merges. In block $\ell = 0, \dots, L - 1$,
 #
 # $$
-# r_\ell = r \quad \text{(constant)}, \qquad
-# r_\ell = \operatorname{round}\!\left(2r\,\frac{L - 1 - \ell}{L - 1}\right)
-# \quad \text{(decreasing)}, \qquad \ell = 0, \dots, L - 1, \tag{6.1}
+# \begin{aligned}
+# r_\ell &= r \quad \text{(constant)}, \cr
+# r_\ell &= \operatorname{round}\!\left(2r\,\frac{L - 1 - \ell}{L - 1}\right)
+# \quad \text{(decreasing)},
+# \end{aligned}
+# \tag{6.1}
 # $$
 #
 # and in either case each block merges at most half of what it receives:
@@ -567,10 +570,13 @@ assert max_merges(T0) == 8 and max_merges(5) == 2 and max_merges(2) == 0
 # pairs of $D$-wide metrics; the MLP (two layers, $C \to F \to C$) sees $T - r$:
 #
 # $$
-# \text{FLOPs}(T, r) = \underbrace{8\,T C^2}_{\text{projections}}
-# + \underbrace{4\,T^2 C}_{\text{attention}}
-# + \underbrace{2 \lceil T/2 \rceil \lfloor T/2 \rfloor D}_{\text{matching, if } r > 0}
-# + \underbrace{4\,(T - r)\,C F}_{\text{MLP}} . \tag{7.1}
+# \begin{aligned}
+# \text{FLOPs}(T, r) &= \underbrace{8\,T C^2}_{\text{projections}}
+# + \underbrace{4\,T^2 C}_{\text{attention}} \cr
+# &\quad {} + \underbrace{2 \lceil T/2 \rceil \lfloor T/2 \rfloor D}_{\text{matching, if } r > 0}
+# + \underbrace{4\,(T - r)\,C F}_{\text{MLP}} .
+# \end{aligned}
+# \tag{7.1}
 # $$
 #
 # The model's total adds the patch embedding and the head, the same with or without ToMe. If

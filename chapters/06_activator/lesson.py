@@ -178,9 +178,12 @@ assert switch_error < 0.01, "the GLU should learn the switch"
 # branches, applied after the GELU; the product is projected back to $C$:
 #
 # $$
-# u = \operatorname{LN}_F\!\big(\operatorname{GELU}(x W_1 + b_1)\big), \qquad
-# v = \operatorname{LN}_F(x W_2 + b_2), \qquad
-# \operatorname{AGU}(x) = (u \odot v)\, W_3 + b_3 . \tag{2.1}
+# \begin{aligned}
+# u &= \operatorname{LN}_F\!\big(\operatorname{GELU}(x W_1 + b_1)\big), \cr
+# v &= \operatorname{LN}_F(x W_2 + b_2), \cr
+# \operatorname{AGU}(x) &= (u \odot v)\, W_3 + b_3 .
+# \end{aligned}
+# \tag{2.1}
 # $$
 #
 # It is the GEGLU feed-forward of section 1 with a layer norm on each branch before the
@@ -201,8 +204,11 @@ assert switch_error < 0.01, "the GLU should learn the switch"
 # class token, no position embedding and no final norm:
 #
 # $$
-# z_0 = [x_p^1 E;\ \dots;\ x_p^N E], \qquad z_\ell = \operatorname{Block}(z_{\ell-1}), \qquad
-# y = \Big(\frac{1}{N} \sum_{i=1}^{N} z_L^i\Big) W_\text{head} + b_\text{head} . \tag{2.3}
+# \begin{aligned}
+# z_0 &= [x_p^1 E;\ \dots;\ x_p^N E], \qquad z_\ell = \operatorname{Block}(z_{\ell-1}), \cr
+# y &= \Big(\frac{1}{N} \sum_{i=1}^{N} z_L^i\Big) W_\text{head} + b_\text{head} .
+# \end{aligned}
+# \tag{2.3}
 # $$
 #
 # Each equation, computed by hand on one batch of digits and compared with the module:

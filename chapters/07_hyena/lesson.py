@@ -65,8 +65,11 @@ print(f"torch {torch.__version__}, tfcourse {tc.__version__}, "
 # gives
 #
 # $$
-# y_t = \sum_{s=0}^{t} h_{t-s}\, u_s , \qquad\text{that is}\qquad y = S_h\, u, \quad
-# (S_h)_{ts} = \begin{cases} h_{t-s} & s \le t \cr 0 & s > t \end{cases} \tag{1.1}
+# \begin{aligned}
+# y_t &= \sum_{s=0}^{t} h_{t-s}\, u_s , \qquad\text{that is}\qquad y = S_h\, u, \cr
+# (S_h)_{ts} &= \begin{cases} h_{t-s} & s \le t \cr 0 & s > t \end{cases}
+# \end{aligned}
+# \tag{1.1}
 # $$
 #
 # one channel at a time. With a filter as long as the sequence, every output reads every
@@ -245,8 +248,12 @@ for length in (256, 4096, 65536):
 # alternates convolutions with gates (Poli et al., 2023, section 3.1):
 #
 # $$
-# z^1 = v, \qquad z^{n+1}_t = x^n_t \cdot (h^n * z^n)_t \quad (n = 1, \dots, N), \qquad
-# y = z^{N+1} . \tag{4.1}
+# \begin{aligned}
+# z^1 &= v, \cr
+# z^{n+1}_t &= x^n_t \cdot (h^n * z^n)_t \quad (n = 1, \dots, N), \cr
+# y &= z^{N+1} .
+# \end{aligned}
+# \tag{4.1}
 # $$
 #
 # For $N = 2$, as a map of $v$, this is $y = D_{x^2} S_{h^2} D_{x^1} S_{h^1} v$, with $D_x$ the

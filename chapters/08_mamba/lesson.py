@@ -66,8 +66,10 @@ print(f"torch {torch.__version__}, tfcourse {tc.__version__}, "
 # (the *zero-order hold*, ZOH). Solving Eq. 1.1 exactly over the step gives a recurrence
 # (Eq. 2 and 4 of the paper):
 #
-# $$h_t = \bar A\,h_{t-1} + \bar B\,x_t, \quad y_t = C\,h_t, \qquad
-# \bar A = \exp(\Delta A), \quad \bar B = (\Delta A)^{-1}(\exp(\Delta A) - I)\,\Delta B.
+# $$\begin{aligned}
+# h_t &= \bar A\,h_{t-1} + \bar B\,x_t, & y_t &= C\,h_t, \cr
+# \bar A &= \exp(\Delta A), & \bar B &= (\Delta A)^{-1}(\exp(\Delta A) - I)\,\Delta B.
+# \end{aligned}
 # \tag{1.2}$$
 #
 # Mamba, like S4D (Gu et al., 2022), takes $A$ **diagonal**: each of the $N$ state entries
@@ -148,9 +150,12 @@ plt.show()
 # Mamba's SSM is **selective** (section 3.2, Algorithm 2): for each position, it computes the
 # step size and the input and output maps from the input itself,
 #
-# $$\Delta_t = \operatorname{softplus}(\mathrm{Linear}(x_t)), \quad B_t = \mathrm{Linear}(x_t),
-# \quad C_t = \mathrm{Linear}(x_t), \qquad
-# h_t = e^{\Delta_t A} h_{t-1} + \Delta_t B_t\, x_t, \quad y_t = C_t h_t + D x_t. \tag{3.1}$$
+# $$\begin{aligned}
+# \Delta_t &= \operatorname{softplus}(\mathrm{Linear}(x_t)), \cr
+# B_t &= \mathrm{Linear}(x_t), \quad C_t = \mathrm{Linear}(x_t), \cr
+# h_t &= e^{\Delta_t A} h_{t-1} + \Delta_t B_t\, x_t, \quad y_t = C_t h_t + D x_t.
+# \end{aligned}
+# \tag{3.1}$$
 #
 # The softplus keeps each $\Delta_t$ positive. A large $\Delta_t$ resets the state and takes in
 # $x_t$; a $\Delta_t$ near 0 leaves the state as it is and ignores $x_t$ (section 3.5.2). With

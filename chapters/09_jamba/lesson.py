@@ -56,8 +56,11 @@ print(f"torch {torch.__version__}, tfcourse {tc.__version__}, "
 #
 # Each Jamba layer is a pre-norm residual pair, as in a Transformer (section 2 of the paper):
 #
-# $$x \leftarrow x + \mathrm{Mixer}(\mathrm{RMSNorm}(x)), \qquad
-# x \leftarrow x + \mathrm{FFN}(\mathrm{RMSNorm}(x)), \tag{1.1}$$
+# $$\begin{aligned}
+# x &\leftarrow x + \mathrm{Mixer}(\mathrm{RMSNorm}(x)), \cr
+# x &\leftarrow x + \mathrm{FFN}(\mathrm{RMSNorm}(x)),
+# \end{aligned}
+# \tag{1.1}$$
 #
 # where the mixer is attention or a Mamba mixer, and the FFN a dense SwiGLU network or a mixture
 # of experts. Which layer gets which is configuration: layer $i$ (from 0) is attention when
