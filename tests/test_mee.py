@@ -57,6 +57,8 @@ def test_similarity_is_the_weighted_sum_of_per_stream_cosines_and_ignores_missin
     garbage[1][1] = float("nan")  # clip 1 has no stream 1: what its row holds must not matter
     garbage[0][2] = 1e6
     torch.testing.assert_close(mee(text, garbage, present), s)
+    mee(text, garbage, present).sum().backward()  # ... nor the gradients (no 0 * NaN)
+    assert all(p.grad.isfinite().all() for p in mee.parameters())
 
 
 def test_ranking_loss_is_the_bidirectional_hinge_over_the_wrong_pairs() -> None:

@@ -74,6 +74,11 @@ def mixture_weights(logits: torch.Tensor, present: torch.Tensor) -> torch.Tensor
     return masked.softmax(dim=-1)
 
 
+def _zero_filled(streams: Sequence[torch.Tensor], present: torch.Tensor) -> list[torch.Tensor]:
+    """The streams with the rows of missing streams set to zero, whatever they held."""
+    return [torch.where(present[:, m, None], x, 0) for m, x in enumerate(streams)]
+
+
 class MixtureOfEmbeddingExperts(nn.Module):
     """Text and clip embeddings per stream, and their similarity matrix (section 3).
 
@@ -99,12 +104,14 @@ class MixtureOfEmbeddingExperts(nn.Module):
             raise ValueError(f"streams: expected {len(self.stream_units)} tensors (one per "
                              f"stream), got {len(streams)}")
         weights = mixture_weights(self.mixture(text), present)  # (Bt, Bv, M)
+        # A missing stream's weight is 0, and its row is zeroed before its expert sees it: a
+        # NaN there would give a finite similarity but NaN gradients (0 * NaN in the backward).
         per_stream = torch.stack([
             f(text) @ g(x).T  # (Bt, E) @ (E, Bv) -> (Bt, Bv): cosines, both of unit length
-            for f, g, x in zip(self.text_units, self.stream_units, streams, strict=True)
+            for f, g, x in zip(self.text_units, self.stream_units,
+                               _zero_filled(streams, present), strict=True)
         ], dim=-1)  # (Bt, Bv, M)
-        # a missing stream's weight is 0; where() also drops whatever its row held (even NaN)
-        return torch.where(present[None], weights * per_stream, 0).sum(dim=-1)
+        return (weights * per_stream).sum(dim=-1)
 
 
 def ranking_loss(similarity: torch.Tensor, margin: float = 0.2) -> torch.Tensor:
