@@ -37,7 +37,8 @@ Python), :mod:`tfcourse.training` (the trainer every chapter uses), :mod:`tfcour
 :mod:`tfcourse.classification` (chapter 4), :mod:`tfcourse.tome` (chapter 5), :mod:`tfcourse.glu`
 and :mod:`tfcourse.activator` (chapter 6), :mod:`tfcourse.hyena` (chapter 7), :mod:`tfcourse.ssm`,
 :mod:`tfcourse.mamba` and :mod:`tfcourse.norms` (chapter 8), :mod:`tfcourse.moe` and
-:mod:`tfcourse.jamba` (chapter 9).
+:mod:`tfcourse.jamba` (chapter 9), :mod:`tfcourse.mee`, :mod:`tfcourse.retrieval` and
+:mod:`tfcourse.data.clips` (chapter 10).
 """
 
 from tfcourse.activator import (

@@ -16,6 +16,12 @@ has:
 with δ_m(v) = 1 where clip v has stream m. A caption about motion can thus lean on the motion
 expert, and a clip without audio is compared on the streams it has, not on zeros.
 
+The baselines it is measured against, built from the same units: one stream alone
+(:class:`SingleStreamEmbedding`) and all streams concatenated, missing ones filled with zeros
+(:class:`ConcatenatedEmbedding`); :func:`train_retrieval` trains any of them.
+:mod:`tfcourse.data.clips` generates the task, :mod:`tfcourse.retrieval` scores the rankings and
+``python -m tfcourse.bench mee`` compares the models.
+
 Glossary (the paper's symbols in brackets): Bt captions, Bv clips, M streams (experts), Dt text
 feature width, Dm width of stream m, E embedding width.
 """
@@ -131,3 +137,85 @@ def ranking_loss(similarity: torch.Tensor, margin: float = 0.2) -> torch.Tensor:
     to_clips = (margin + similarity - positive[:, None]).clamp(min=0)  # caption i, wrong clip j
     to_texts = (margin + similarity - positive[None, :]).clamp(min=0)  # clip j, wrong caption i
     return (to_clips + to_texts)[off].sum() / B
+
+
+class SingleStreamEmbedding(nn.Module):
+    """A baseline: one stream's expert alone, ``f(text) @ g(stream).T`` (Bt, Bv). A clip without
+    that stream is scored on a zero-filled row. Takes the arguments of
+    :class:`MixtureOfEmbeddingExperts`, and ``stream``, the index of the stream it uses."""
+
+    def __init__(self, text_features: int, stream_features: Sequence[int], width: int,
+                 stream: int) -> None:
+        super().__init__()
+        if not 0 <= stream < len(stream_features):
+            raise ValueError(f"stream: expected an index in [0, {len(stream_features)}), "
+                             f"got {stream!r}")
+        self.stream = stream
+        self.text_unit = GatedEmbeddingUnit(text_features, width)
+        self.stream_unit = GatedEmbeddingUnit(stream_features[stream], width)
+
+    def forward(self, text: torch.Tensor, streams: Sequence[torch.Tensor],
+                present: torch.Tensor) -> torch.Tensor:
+        x = _zero_filled(streams, present)[self.stream]
+        return self.text_unit(text) @ self.stream_unit(x).T  # (Bt, E) @ (E, Bv)
+
+
+class ConcatenatedEmbedding(nn.Module):
+    """A baseline: all streams concatenated, missing ones zero-filled, into one gated embedding
+    unit; the caption into another; their cosine (Bt, Bv). Takes the arguments of
+    :class:`MixtureOfEmbeddingExperts`."""
+
+    def __init__(self, text_features: int, stream_features: Sequence[int], width: int) -> None:
+        super().__init__()
+        self.text_unit = GatedEmbeddingUnit(text_features, width)
+        self.stream_unit = GatedEmbeddingUnit(sum(stream_features), width)
+
+    def forward(self, text: torch.Tensor, streams: Sequence[torch.Tensor],
+                present: torch.Tensor) -> torch.Tensor:
+        x = torch.cat(_zero_filled(streams, present), dim=1)  # (Bv, sum of Dm)
+        return self.text_unit(text) @ self.stream_unit(x).T  # (Bt, E) @ (E, Bv)
+
+
+def train_retrieval(
+    model: nn.Module, text: torch.Tensor, streams: Sequence[torch.Tensor], present: torch.Tensor,
+    *, epochs: int = 15, batch_size: int = 128, lr: float = 2e-3, margin: float = 0.2,
+    seed: int = 0,
+) -> list[float]:
+    """Train ``model`` (any module mapping ``(text, streams, present)`` to (B, B) similarities)
+    with Adam on :func:`ranking_loss`, in batches of matching pairs: row i of ``text`` (B, Dt)
+    describes row i of each of the ``streams`` (B, Dm), whose ``present`` (B, M) marks the
+    streams it has. Captioned images are more rows, with their motion and audio missing. The
+    order of the pairs is drawn from ``seed``; the initial weights are the caller's. Returns the
+    mean loss of each epoch."""
+    text = _validate.rank(_validate.floating(text, "text"), "text", 2, "(B, Dt)")
+    B = text.shape[0]
+    for m, x in enumerate(streams):
+        _validate.size(_validate.rank(x, f"streams[{m}]", 2, "(B, Dm)"), f"streams[{m}]", 0, B,
+                       "B, like text")
+    _validate.size(_validate.rank(present, "present", 2, "(B, M)"), "present", 0, B,
+                   "B, like text")
+    _validate.integer(epochs, "epochs", 1)
+    _validate.integer(batch_size, "batch_size", 2)
+    _validate.integer(seed, "seed")
+    device = next(model.parameters()).device
+    text, present = text.to(device), present.to(device)
+    streams = [x.to(device) for x in streams]
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    losses = []
+    for _ in range(epochs):
+        order = torch.randperm(B, generator=generator).to(device)
+        total, steps = 0.0, 0
+        for rows in order.split(batch_size):
+            if len(rows) < 2:  # a lone pair has no wrong pair to rank against
+                continue
+            similarity = model(text[rows], [x[rows] for x in streams], present[rows])
+            loss = ranking_loss(similarity, margin)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total, steps = total + loss.item(), steps + 1
+        losses.append(total / steps)
+    model.eval()
+    return losses
