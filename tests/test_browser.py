@@ -330,9 +330,11 @@ def test_display_equations_fit_the_column(browser: webdriver.Chrome, site: str, 
                 base64.b64decode(shot["data"]))
     finally:
         browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
-    where = "a phone" if phone else "a laptop window"
-    assert not problems, (f"{page} at {width} px ({where}), display equations that do not fit "
-                          "the column:\n  " + "\n  ".join(problem for _, problem in problems))
+    if problems:
+        where = "a phone" if phone else "a laptop window"
+        pytest.fail(f"{page} at {width} px ({where}), display equations that do not fit the "
+                    "column:\n  " + "\n  ".join(problem for _, problem in problems),
+                    pytrace=False)
 
 
 def test_search_finds_the_lessons(browser: webdriver.Chrome, site: str) -> None:
