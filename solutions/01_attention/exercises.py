@@ -16,9 +16,9 @@
 # replacing `raise NotImplementedError()`. Under each exercise, a *self-check* cell tests the main
 # contract: run it, and when it fails, read the message, which names the most likely mistake.
 # A second cell holds the *hidden tests*: when your notebook is graded they probe what the
-# self-check does not (other shapes, masks and dtypes, edge cases, gradients) and make sure the
-# work is your own, so a call to a ready-made implementation (PyTorch's or `tfcourse`'s) earns no
-# points. Each exercise says what you may use.
+# self-check does not (other shapes, masks, dtypes and devices, edge cases, gradients) and make
+# sure the work is your own, so a call to a ready-made implementation (PyTorch's or `tfcourse`'s)
+# earns no points. Each exercise says what you may use.
 #
 # Do not rename the functions or delete cells; if you delete a test cell it is put back and run
 # when your notebook is graded. Grading runs every cell from the top in a fresh kernel, and a cell
@@ -207,7 +207,8 @@ assert _hidden_tests()
 #   diagonal, so a token cannot attend to itself and query 0 has no key at all; a float mask of
 #   0s and 1s is not a boolean mask (an attention function would add it to the scores).
 #
-# **Points:** self-check 1, hidden tests 1 (other sizes, `T = 1`, the `device` argument).
+# **Points:** self-check 1, hidden tests 1 (other sizes, `T = 1`, the `device` argument,
+# as a string or a `torch.device`: the mask is created there).
 
 # %% nbgrader={"grade": false, "grade_id": "causal_mask", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def causal_mask(T: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -265,6 +266,24 @@ def _hidden_tests() -> bool:
         results = [causal_mask(T) for T in sizes]
         on_cpu = causal_mask(3, device=torch.device("cpu"))
         on_cpu_str = causal_mask(3, device="cpu")
+        # The device argument, without a GPU. PyTorch's "meta" device holds shapes without data.
+        # With meta as the default device, a mask asked for on the CPU must be on the CPU: a mask
+        # made on the default device lands on meta. When that does not settle it (a mask made on
+        # the default device, then moved), the mask asked for on meta must be there.
+        with torch.device("meta"):
+            try:
+                asked_cpu = causal_mask(5, device="cpu")
+            except (RuntimeError, NotImplementedError):
+                asked_cpu = None
+        on_meta = None
+        if not (isinstance(asked_cpu, torch.Tensor) and asked_cpu.device.type == "cpu"):
+            try:
+                on_meta = causal_mask(5, device=torch.device("meta"))
+            except (RuntimeError, NotImplementedError, TypeError) as error:
+                raise checks.ContractError(
+                    f"causal_mask(5, device=torch.device('meta')) fails ({error}): create the "
+                    "mask on the device it is given, e.g. torch.ones(T, T, dtype=torch.bool, "
+                    "device=device).tril()") from None
     for T, got in zip(sizes, results, strict=True):
         checks.expect_shape(got, (T, T), f"causal_mask({T})")
         assert got.dtype == torch.bool, f"causal_mask({T}) has dtype {got.dtype}, not torch.bool"
@@ -272,6 +291,17 @@ def _hidden_tests() -> bool:
         assert torch.equal(got, cols <= rows), f"causal_mask({T}) is not True exactly where s <= t"
     assert torch.equal(on_cpu, on_cpu_str) and on_cpu.shape == (3, 3)
     assert on_cpu.device.type == "cpu" and not on_cpu.requires_grad
+    if on_meta is None:  # settled on the CPU
+        assert torch.equal(asked_cpu, torch.ones(5, 5, dtype=torch.bool).tril()), (
+            "causal_mask(5, device='cpu') is wrong when the default device is another one")
+    else:
+        assert isinstance(on_meta, torch.Tensor) and on_meta.device.type == "meta", (
+            f"causal_mask(5, device=torch.device('meta')) returned a mask on "
+            f"{getattr(on_meta, 'device', None)}: the device argument is ignored, so the mask "
+            "stays on the CPU while the model runs on a GPU; pass device=device to the "
+            "function that creates the mask")
+        checks.expect_shape(on_meta, (5, 5), "causal_mask(5, device=torch.device('meta'))")
+        assert on_meta.dtype == torch.bool, "causal_mask(5, device=...) is not torch.bool"
     return True
 
 
@@ -285,9 +315,12 @@ assert _hidden_tests()
 # softmax over the keys, and the output is the weighted mean of the values (Vaswani et al., 2017,
 # Eq. 1):
 #
-# $$\operatorname{Attention}(Q, K, V) = \operatorname{softmax}\!\left(\frac{QK^\top}{\sqrt{d_k}}
-# + M\right) V, \qquad M_{ts} = \begin{cases} 0 & \text{mask}_{ts} = \text{True}\\ -\infty &
-# \text{mask}_{ts} = \text{False} \end{cases}$$
+# $$\begin{aligned}
+# \operatorname{Attention}(Q, K, V) &= \operatorname{softmax}\!\left(\frac{QK^\top}{\sqrt{d_k}}
+# + M\right) V, \\
+# M_{ts} &= \begin{cases} 0 & \text{mask}_{ts} = \text{True}\\ -\infty &
+# \text{mask}_{ts} = \text{False} \end{cases}
+# \end{aligned}$$
 #
 # **Why $\sqrt{d_k}$.** If the entries of $q$ and $k$ are independent with mean 0 and variance 1,
 # then $q \cdot k = \sum_{i=1}^{d_k} q_i k_i$ has variance $d_k$. Without the division, wide
@@ -594,8 +627,11 @@ assert _hidden_tests()
 # into queries, keys and values, runs one attention per head, concatenates the heads and mixes
 # them with an output projection:
 #
-# $$\operatorname{MultiHead}(X) = \operatorname{Concat}(\text{head}_1, \dots, \text{head}_H)\,
-# W^O, \qquad \text{head}_h = \operatorname{Attention}(XW_h^Q, XW_h^K, XW_h^V).$$
+# $$\begin{aligned}
+# \operatorname{MultiHead}(X) &= \operatorname{Concat}(\text{head}_1, \dots, \text{head}_H)\,
+# W^O, \\
+# \text{head}_h &= \operatorname{Attention}(XW_h^Q, XW_h^K, XW_h^V).
+# \end{aligned}$$
 #
 # The $H$ matrices $W_h^Q$ (each $C \times D$) sit side by side in one $C \times C$ linear layer
 # `q_proj`, so one matrix product projects every head at once and `split_heads` separates them;

@@ -24,9 +24,9 @@
 # replacing `raise NotImplementedError()`. Under each exercise, a *self-check* cell tests the main
 # contract: run it, and when it fails, read the message, which names the most likely mistake.
 # A second cell holds the *hidden tests*: when your notebook is graded they probe what the
-# self-check does not (other shapes, masks and dtypes, edge cases, gradients) and make sure the
-# work is your own, so a call to a ready-made implementation (PyTorch's or `tfcourse`'s) earns no
-# points. Each exercise says what you may use.
+# self-check does not (other shapes, masks, dtypes and devices, edge cases, gradients) and make
+# sure the work is your own, so a call to a ready-made implementation (PyTorch's or `tfcourse`'s)
+# earns no points. Each exercise says what you may use.
 #
 # Do not rename the functions or delete cells; if you delete a test cell it is put back and run
 # when your notebook is graded. Grading runs every cell from the top in a fresh kernel, and a cell
@@ -230,7 +230,7 @@ assert _hidden_tests()
 #   classic mistake); pass the mask to the attention.
 #
 # **Points:** self-check 2, hidden tests 2 (both placements, other widths and head counts, padding
-# masks, float64, gradients reaching every parameter, no ready-made layer).
+# masks and (T, T) masks, float64, gradients reaching every parameter, no ready-made layer).
 
 # %% nbgrader={"grade": false, "grade_id": "encoder", "locked": false, "schema_version": 3, "solution": true, "task": false}
 class EncoderLayer(nn.Module):
@@ -356,19 +356,29 @@ def _hidden_tests() -> bool:
             layer.norm2.load_state_dict(ref.norm2.state_dict())
             x = 2 * torch.randn(B, T, C, dtype=torch.float64) + 1
             keep = torch.arange(T) < torch.randint(1, T + 1, (B,))[:, None]  # (B, T)
+            causal = torch.ones(T, T, dtype=torch.bool).tril()  # (T, T): another mask shape
             with torch.no_grad():
                 want = ref(x)
                 want_masked = ref(x, src_key_padding_mask=~keep)
+                want_causal = ref(x, src_mask=~causal)
             x_before = x.clone()
+            name = f"EncoderLayer({C}, {H}, {F_}, norm_first={norm_first}) on {(B, T, C)}"
             with checks.forbid(*forbidden, task="Exercise 2"):
                 got = layer(x)
                 got_masked = layer(x, keep[:, None, None, :])
+                try:
+                    got_causal = layer(x, causal)
+                except (RuntimeError, ValueError, IndexError) as error:
+                    raise checks.ContractError(
+                        f"{name} fails with a (T, T) mask ({error}): the mask is any boolean "
+                        "mask that broadcasts to (B, H, T, T), not only a (B, 1, 1, T) padding "
+                        "mask; pass it to the self-attention as it is") from None
                 if (B, T) == (3, 7):
                     out = layer(x, keep[:, None, None, :])
                     (out * torch.randn_like(out)).sum().backward()
-            name = f"EncoderLayer({C}, {H}, {F_}, norm_first={norm_first}) on {(B, T, C)}"
             checks.expect_close(got, want, name)
             checks.expect_close(got_masked, want_masked, name + " with a padding mask")
+            checks.expect_close(got_causal, want_causal, name + " with a (T, T) causal mask")
             assert torch.equal(x, x_before), "forward must not change its input x in place"
             if (B, T) == (3, 7):
                 for pname, p in layer.named_parameters():
@@ -384,13 +394,13 @@ assert _hidden_tests()
 # ## Exercise 3: the decoder layer (5 points)
 #
 # A decoder layer has three sublayers (Vaswani et al., 2017, section 3.1), here with the paper's
-# post-LN placement:
+# post-LN placement (LN is LayerNorm):
 #
 # $$\begin{aligned}
-# x &\leftarrow \operatorname{LayerNorm}_1\big(x + \operatorname{SelfAttn}(x;\ \text{causal})\big)\\
-# x &\leftarrow \operatorname{LayerNorm}_2\big(x + \operatorname{CrossAttn}(Q = x,\ K = V =
+# x &\leftarrow \operatorname{LN}_1\big(x + \operatorname{SelfAttn}(x;\ \text{causal})\big)\\
+# x &\leftarrow \operatorname{LN}_2\big(x + \operatorname{CrossAttn}(Q = x,\ K = V =
 # \text{memory};\ \text{memory mask})\big)\\
-# x &\leftarrow \operatorname{LayerNorm}_3\big(x + \operatorname{FFN}(x)\big)
+# x &\leftarrow \operatorname{LN}_3\big(x + \operatorname{FFN}(x)\big)
 # \end{aligned}$$
 #
 # * **Masked self-attention.** The decoder is trained on a whole target sequence at once, so
@@ -421,8 +431,9 @@ assert _hidden_tests()
 #   (`self.cross_attn(x, memory, memory, ...)`); the memory mask goes on the cross-attention,
 #   not on the self-attention.
 #
-# **Points:** self-check 2, hidden tests 3 (T < S and T > S, padding of the memory, causality,
-# float64, gradients reaching every parameter and the memory, no ready-made layer).
+# **Points:** self-check 2, hidden tests 3 (T < S and T > S, padding of the memory, (T, S) memory
+# masks, causality, float64, gradients reaching every parameter and the memory, no ready-made
+# layer).
 
 # %% nbgrader={"grade": false, "grade_id": "decoder", "locked": false, "schema_version": 3, "solution": true, "task": false}
 class DecoderLayer(nn.Module):
@@ -567,10 +578,13 @@ def _hidden_tests() -> bool:
         x = torch.randn(B, T, C, dtype=torch.float64)
         memory = 2 * torch.randn(B, S, C, dtype=torch.float64)
         keep = torch.arange(S) < torch.randint(1, S + 1, (B,))[:, None]  # (B, S)
+        per_query = torch.rand(T, S) < 0.6  # (T, S): another mask shape, each row keeps a key
+        per_query[:, 0] = True
         blocked_future = ~torch.ones(T, T, dtype=torch.bool).tril()  # PyTorch: True = blocked
         with torch.no_grad():
             want = ref(x, memory, tgt_mask=blocked_future)
             want_masked = ref(x, memory, tgt_mask=blocked_future, memory_key_padding_mask=~keep)
+            want_per_query = ref(x, memory, tgt_mask=blocked_future, memory_mask=~per_query)
         noisy = memory.masked_fill(~keep[..., None], 0.0) + 5 * torch.randn_like(memory) * (
             ~keep[..., None])  # other values at the padded memory positions
         name = f"DecoderLayer({C}, {H}, {F_}) on x {(B, T, C)}, memory {(B, S, C)}"
@@ -578,6 +592,13 @@ def _hidden_tests() -> bool:
             got = layer(x, memory)
             got_masked = layer(x, memory, keep[:, None, None, :])
             got_noisy = layer(x, noisy, keep[:, None, None, :])
+            try:
+                got_per_query = layer(x, memory, per_query)
+            except (RuntimeError, ValueError, IndexError) as error:
+                raise checks.ContractError(
+                    f"{name} fails with a (T, S) memory mask ({error}): memory_mask is any "
+                    "boolean mask that broadcasts to (B, H, T, S), not only a (B, 1, 1, S) "
+                    "padding mask; pass it to the cross-attention as it is") from None
             checks.expect_causal(lambda t, m=memory, f=layer: f(t, m), x, atol=1e-9,
                                  name=name + ", self-attention")
             if (B, T, S) == (3, 5, 9):
@@ -588,6 +609,7 @@ def _hidden_tests() -> bool:
         checks.expect_close(got_masked, want_masked, name + " with a memory padding mask")
         checks.expect_close(got_noisy, got_masked, name + ": padded memory positions matter",
                             hint="the memory mask must hide the padded source positions")
+        checks.expect_close(got_per_query, want_per_query, name + " with a (T, S) memory mask")
         if (B, T, S) == (3, 5, 9):
             for pname, p in layer.named_parameters():
                 assert p.grad is not None and bool(torch.isfinite(p.grad).all()), (
@@ -624,9 +646,12 @@ assert _hidden_tests()
 # - **Not allowed:** `tfcourse.shift_right` (the hidden tests check).
 # - **Pitfalls:** drop the *last* column, not the first; `torch.roll` moves the last token to the
 #   front instead of dropping it; writing into `tgt` (or a view of it) changes the caller's
-#   target.
+#   target; `torch.full((B, 1), bos_id)` makes the BOS column on the default device (the CPU)
+#   and in int64, whatever `tgt` is: pass `dtype=tgt.dtype, device=tgt.device`, or use
+#   `tgt.new_full`.
 #
-# **Points:** self-check 1, hidden tests 1 (other sizes, T = 1, other dtypes, the input unchanged).
+# **Points:** self-check 1, hidden tests 1 (other sizes, T = 1, other dtypes, the device of `tgt`,
+# the input unchanged).
 
 # %% nbgrader={"grade": false, "grade_id": "shift", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def shift_right(tgt: torch.Tensor, bos_id: int) -> torch.Tensor:
@@ -691,8 +716,27 @@ def _hidden_tests() -> bool:
         (torch.randint(3, 50, (5, 12), generator=gen)[:, ::2], 7),  # not contiguous
     ]
     copies = [t.clone() for t, _ in cases]
+    # The device of tgt, without a GPU. PyTorch's "meta" device holds shapes without data. With
+    # meta as the default device, a target on the CPU must give a result on the CPU: a BOS column
+    # made on the default device lands on meta. When that does not settle it (a column made on
+    # the default device, then moved), a target on meta must give a result there.
+    elsewhere = torch.randint(3, 50, (3, 6), generator=gen).int()
     with checks.forbid("tfcourse.transformer.shift_right", task="Exercise 4"):
         results = [shift_right(t, bos) for t, bos in cases]
+        with torch.device("meta"):
+            try:
+                kept_on_cpu = shift_right(elsewhere, 1)
+            except (RuntimeError, NotImplementedError):
+                kept_on_cpu = None
+        got_meta = None
+        if not (isinstance(kept_on_cpu, torch.Tensor) and kept_on_cpu.device.type == "cpu"):
+            try:
+                got_meta = shift_right(elsewhere.to("meta"), 1)
+            except (RuntimeError, NotImplementedError) as error:
+                raise checks.ContractError(
+                    f"shift_right of a (3, 6) int32 target on the meta device fails ({error}): "
+                    "is the BOS column created on the default device? Create it on tgt's "
+                    "device, e.g. with tgt.new_full((B, 1), bos_id)") from None
     for (tgt, bos), copy, got in zip(cases, copies, results, strict=True):
         want = torch.cat([torch.full_like(tgt[:, :1], bos), tgt[:, :-1]], dim=1)
         name = f"shift_right of a {tuple(tgt.shape)} {tgt.dtype} target, bos_id={bos}"
@@ -700,6 +744,17 @@ def _hidden_tests() -> bool:
         assert torch.equal(tgt, copy), f"{name} changed its input"
         checks.expect_shape(got, tuple(tgt.shape), name)
         assert torch.equal(got, want), f"{name} is not BOS followed by tgt[:, :-1]"
+    if got_meta is None:  # settled on the CPU
+        want = torch.cat([torch.ones_like(elsewhere[:, :1]), elsewhere[:, :-1]], dim=1)
+        assert torch.equal(kept_on_cpu, want), (
+            "shift_right(tgt, 1) is wrong when the default device is another one")
+    else:
+        assert isinstance(got_meta, torch.Tensor) and got_meta.device.type == "meta", (
+            f"shift_right of a target on the meta device returned a tensor on "
+            f"{getattr(got_meta, 'device', None)}: the result must be on the device of tgt "
+            "(create new tensors with device=tgt.device, or with tgt.new_full)")
+        assert got_meta.dtype == torch.int32, f"shift_right of an int32 target: {got_meta.dtype}"
+        checks.expect_shape(got_meta, (3, 6), "shift_right of a (3, 6) target on the meta device")
     return True
 
 
@@ -724,9 +779,11 @@ assert _hidden_tests()
 #    position $t$, which has seen $y_0, \dots, y_{t-1}$, is scored on $y_t$. Padding positions
 #    (`tgt == pad_id`) are left out of the mean.
 #
-# $$\mathcal{L} = -\frac{1}{N}\sum_{b,\,t:\ y_{bt} \ne \text{pad}} \log p_\theta\big(y_{bt} \mid
-# \text{BOS}, y_{b0}, \dots, y_{b,t-1}, \text{source}_b\big), \qquad N = \#\{(b, t): y_{bt} \ne
-# \text{pad}\}.$$
+# $$\begin{aligned}
+# \mathcal{L} &= -\frac{1}{N}\sum_{b,\,t:\ y_{bt} \ne \text{pad}} \log p_\theta\big(y_{bt} \mid
+# \text{BOS}, y_{b0}, \dots, y_{b,t-1}, \text{source}_b\big), \\
+# N &= \#\{(b, t): y_{bt} \ne \text{pad}\}.
+# \end{aligned}$$
 #
 # **Write** `teacher_forcing_loss(tgt, memory, *, embedding, decoder, head, bos_id, pad_id)`:
 # `tgt` (B, T) long, each row a target ending in EOS and padded with `pad_id`; `embedding` an
@@ -743,8 +800,9 @@ assert _hidden_tests()
 #   against the shifted input; `F.cross_entropy` wants the classes in dimension 1, so flatten to
 #   (B·T, V) and (B·T,); make the position table in the embeddings' dtype.
 #
-# **Points:** self-check 2, hidden tests 2 (other sizes and token ids, float64, rows without
-# padding, T = 1, gradients reaching the embedding, the decoder and the head).
+# **Points:** self-check 2, hidden tests 2 (other sizes and token ids, float64, float16 and
+# bfloat16 (the position table in the embeddings' dtype), rows without padding, T = 1, gradients
+# reaching the embedding, the decoder and the head).
 
 # %% nbgrader={"grade": false, "grade_id": "teacher_forcing", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def teacher_forcing_loss(
@@ -850,9 +908,11 @@ def _hidden_tests() -> bool:
     warnings.simplefilter("ignore")  # a warning on stderr would cost this cell its points
     torch.manual_seed(55)
     forbidden = ("tfcourse.embeddings.TokenEmbedding.forward", "tfcourse.transformer.shift_right")
+    low = {torch.float16: (2e-2, 2e-2), torch.bfloat16: (5e-2, 5e-2)}  # (rtol, atol)
     for B, T, S, C, V, pad, bos, dtype in [
         (3, 7, 5, 12, 20, 3, 5, torch.float64), (2, 1, 3, 8, 9, 0, 1, torch.float32),
-        (4, 5, 6, 16, 13, 12, 0, torch.float64),
+        (4, 5, 6, 16, 13, 12, 0, torch.float64), (2, 6, 4, 8, 11, 0, 1, torch.float16),
+        (3, 5, 3, 8, 10, 2, 4, torch.bfloat16),
     ]:
         embedding = nn.Embedding(V, C).to(dtype)
         head = nn.Linear(C, V).to(dtype)
@@ -870,16 +930,28 @@ def _hidden_tests() -> bool:
         pe = torch.stack([angle.sin(), angle.cos()], dim=-1).reshape(T, C).to(dtype)
         with torch.no_grad():
             logits = head(decoder(embedding(tgt_in) * math.sqrt(C) + pe, memory))
-            log_p = logits.log_softmax(-1).gather(-1, tgt[..., None])[..., 0]  # (B, T)
+            log_p = logits.double().log_softmax(-1).gather(-1, tgt[..., None])[..., 0]  # (B, T)
             real = tgt != pad
-            want = -(log_p * real).sum() / real.sum()
+            want = (-(log_p * real).sum() / real.sum()).to(dtype)
         before = tgt.clone()
+        name = (f"teacher_forcing_loss on a {(B, T)} target, V={V}, pad_id={pad}, bos_id={bos}, "
+                f"with a {dtype} embedding, decoder and head")
         with checks.forbid(*forbidden, task="Exercise 5"):
-            got = teacher_forcing_loss(tgt, memory, embedding=embedding, decoder=decoder,
-                                       head=head, bos_id=bos, pad_id=pad)
+            try:
+                got = teacher_forcing_loss(tgt, memory, embedding=embedding, decoder=decoder,
+                                           head=head, bos_id=bos, pad_id=pad)
+            except RuntimeError as error:
+                if dtype not in low:
+                    raise
+                raise checks.ContractError(
+                    f"{name} fails ({error}): is the position table made in float32? Make it "
+                    "in the embeddings' dtype (dtype=embedding.weight.dtype): a float32 table "
+                    f"turns x into float32, which the {dtype} decoder cannot take") from None
             got.backward()
-        name = f"teacher_forcing_loss on a {(B, T)} target, V={V}, pad_id={pad}, bos_id={bos}"
-        checks.expect_close(got, want, name)
+        if dtype in low and got.dtype == torch.float32:
+            got = got.to(dtype)  # a loss computed in float32 from low-precision logits is right
+        checks.expect_close(got, want, name, rtol=low.get(dtype, (None, None))[0],
+                            atol=low.get(dtype, (None, None))[1])
         assert torch.equal(tgt, before), "teacher_forcing_loss changed tgt"
         for module_name, module in (("embedding", embedding), ("head", head),
                                     ("decoder", decoder)):

@@ -54,9 +54,11 @@ tfcourse.pin_threads()
 # scored. Sequences in a batch are padded to the same length with `pad_id`; a target that is
 # padding is left out:
 #
-# $$\mathcal{L} = -\frac{1}{N} \sum_{b} \sum_{t=0}^{T-2} m_{b,t+1}\, \log
-# \operatorname{softmax}(z_{b,t})_{x_{b,t+1}}, \qquad m_{b,t+1} = [x_{b,t+1} \ne
-# \text{pad}], \quad N = \sum_b \sum_{t=0}^{T-2} m_{b,t+1}.$$
+# $$\begin{aligned}
+# \mathcal{L} &= -\frac{1}{N} \sum_{b} \sum_{t=0}^{T-2} m_{b,t+1}\, \log
+# \operatorname{softmax}(z_{b,t})_{x_{b,t+1}}, \\
+# m_{b,t+1} &= [x_{b,t+1} \ne \text{pad}], \quad N = \sum_b \sum_{t=0}^{T-2} m_{b,t+1}.
+# \end{aligned}$$
 #
 # ```
 # tokens   x:   The  cat  sat  on   <pad>
@@ -80,8 +82,8 @@ tfcourse.pin_threads()
 #   not allowed by `F.cross_entropy`: with `pad_id=None` use its default, -100, which is never a
 #   token id.
 #
-# **Points:** self-check 2, hidden tests 2 (other sizes, `pad_id=None`, other padding ids, left
-# padding, T = 2, float64, gradients).
+# **Points:** self-check 2, hidden tests 2 (other sizes, `pad_id=None` with targets of every id,
+# 0 included, other padding ids, left padding, T = 2, float64, gradients).
 
 # %% nbgrader={"grade": false, "grade_id": "loss", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def next_token_loss(logits: torch.Tensor, tokens: torch.Tensor, pad_id: int | None = None
@@ -178,7 +180,7 @@ def _hidden_tests() -> bool:
                                 (3, 8, 10, 3, torch.float32)]:
         logits = 3 * torch.randn(B, T, V, generator=gen, dtype=dtype)
         tokens = torch.randint(0, V, (B, T), generator=gen)
-        tokens[:, :2] = torch.arange(2)  # id 0 and 1 occur (with pad_id=None they count)
+        tokens[:, 1] = 0  # id 0 is a target in every row: with pad_id=None it counts too
         if pad is not None:
             tokens[tokens == pad] = (pad + 1) % V  # padding only where it is put below
             lengths = torch.randint(2, T + 1, (B,), generator=gen)
@@ -201,7 +203,13 @@ def _hidden_tests() -> bool:
         picked = log_p.gather(-1, tokens[:, 1:, None])[..., 0]  # (B, T-1)
         real = torch.ones_like(picked) if pad is None else (tokens[:, 1:] != pad).double()
         want = (-(picked * real).sum() / real.sum()).to(logits.dtype)
-        checks.expect_close(got, want, name)
+        mistakes = {}
+        if pad is None:
+            not_0 = (tokens[:, 1:] != 0).double()
+            mistakes["with pad_id=None every target counts, id 0 too: the targets that are 0 "
+                     "were left out (pass ignore_index=-100, F.cross_entropy's default, not 0)"
+                     ] = (-(picked * not_0).sum() / not_0.sum()).to(logits.dtype)
+        checks.expect_close(got, want, name, mistakes=mistakes)
         assert torch.equal(logits.detach(), z0) and torch.equal(tokens, x0), (
             f"{name} changed its inputs")
         grad = logits.grad
@@ -221,10 +229,10 @@ assert _hidden_tests()
 # ## Exercise 2: greedy decoding with a KV cache (5 points)
 #
 # A decoder-only model writes text one token at a time. Greedy decoding takes, at each step, the
-# most probable next token after everything so far:
+# most probable next token after everything so far: with $z_t$ the logits at the last position,
+# computed from $x_0, \dots, x_t$, it takes
 #
-# $$x_{t+1} = \arg\max_{v}\ z_{t,v}, \qquad z_t = \text{the logits at the last position, computed
-# from } x_0, \dots, x_t,$$
+# $$x_{t+1} = \arg\max_{v}\ z_{t,v}$$
 #
 # and appends it. Done naively, step $t$ runs the model on the whole prefix $x_0, \dots, x_t$
 # again, although the keys and values of positions $0, \dots, t-1$ are the same as at the previous
@@ -425,10 +433,14 @@ assert _hidden_tests()
 #
 # For each token $x_i$ that is not special, with independent draws:
 #
-# $$\text{chosen}_i \sim \operatorname{Bernoulli}(p), \qquad \tilde x_i = \begin{cases}
-# \texttt{mask\_id} & \text{with probability } 0.8\\ r_i \sim \operatorname{Uniform}(\text{the
-# non-special ids}) & \text{with probability } 0.1\\ x_i & \text{with probability } 0.1
-# \end{cases} \ \text{ if chosen}_i, \qquad \tilde x_i = x_i \text{ otherwise},$$
+# $$\begin{aligned}
+# \text{chosen}_i &\sim \operatorname{Bernoulli}(p), \qquad
+# r_i \sim \operatorname{Uniform}(\text{the non-special ids}), \\
+# \tilde x_i &= \begin{cases} \mathtt{mask\_id} & \text{with probability } 0.8\\
+# r_i & \text{with probability } 0.1\\ x_i & \text{with probability } 0.1
+# \end{cases} \ \text{ if chosen}_i, \\
+# \tilde x_i &= x_i \text{ otherwise},
+# \end{aligned}$$
 #
 # with $p$ = `mask_prob` (0.15 in the paper). The labels are $x_i$ where chosen and -100
 # elsewhere: -100 is `F.cross_entropy`'s default `ignore_index`, so the loss
@@ -452,8 +464,8 @@ assert _hidden_tests()
 #   changes the caller's tensor: work on a copy.
 #
 # **Points:** self-check 2, hidden tests 3 (other vocabularies, special ids and `mask_prob`,
-# `mask_prob=1`, only special tokens, the random tokens spread over every non-special id, the
-# same generator seed giving the same result). The tests measure proportions over $10^5$ tokens
+# `mask_prob=1`, only special tokens, the random tokens spread over every non-special id, with
+# special ids that are not the lowest ones, the same generator seed giving the same result). The tests measure proportions over $10^5$ tokens
 # or more, with margins wide enough that a correct implementation always passes.
 
 # %% nbgrader={"grade": false, "grade_id": "mask", "locked": false, "schema_version": 3, "solution": true, "task": false}
@@ -555,7 +567,9 @@ def _corruption_checks(name, tokens, inputs, labels, special_ids, mask_id, vocab
         assert t.dtype == torch.long, f"{part} of {name} has dtype {t.dtype}"
     chosen = labels != -100
     assert torch.equal(labels[chosen], tokens[chosen]), f"{name}: labels are not the originals"
-    assert not (chosen & never_chosen).any(), f"{name}: special tokens were chosen"
+    assert not (chosen & never_chosen).any(), (
+        f"{name}: special tokens have labels: were they chosen, or is every position labelled? "
+        "Special tokens are never chosen, and the labels are -100 wherever nothing was chosen")
     assert torch.equal(inputs[~chosen], tokens[~chosen]), f"{name}: unchosen tokens changed"
     n_ordinary = int((~never_chosen).sum())
     if n_ordinary == 0:
@@ -579,6 +593,19 @@ def _corruption_checks(name, tokens, inputs, labels, special_ids, mask_id, vocab
     return replaced
 
 
+def _spread_checks(name, replaced, special_ids, vocab_size):
+    """The random tokens are spread evenly over the non-special ids (each drawn 100+ times)."""
+    allowed = [i for i in range(vocab_size) if i not in set(special_ids)]
+    counts = torch.bincount(replaced, minlength=vocab_size)[allowed].double()
+    expected = replaced.numel() / len(allowed)
+    worst = int((counts - expected).abs().argmax())
+    assert bool(((counts > 0.4 * expected) & (counts < 1.6 * expected)).all()), (
+        f"{name}: the random tokens are not spread evenly over the non-special ids: id "
+        f"{allowed[worst]} was drawn {int(counts[worst])} times, about {expected:.0f} expected. "
+        f"With special ids {list(special_ids)}, draw from the ids that are not special, wherever "
+        "they lie (the special ids are not always the lowest ones)")
+
+
 def _hidden_tests() -> bool:
     warnings.simplefilter("ignore")  # a warning on stderr would cost this cell its points
     gen = torch.Generator().manual_seed(33)
@@ -593,18 +620,16 @@ def _hidden_tests() -> bool:
     assert torch.equal(tokens, before), "mask_tokens changed its input tokens"
     replaced = _corruption_checks("mask_tokens, V=50", tokens, inputs, labels, special_ids,
                                   mask_id, V, 0.15)
-    counts = torch.bincount(replaced, minlength=V)[5:].double()  # the 45 non-special ids
-    expected = replaced.numel() / 45
-    assert bool(((counts > 0.4 * expected) & (counts < 1.6 * expected)).all()), (
-        "the random tokens are not spread evenly over the non-special ids")
+    _spread_checks("mask_tokens, V=50", replaced, special_ids, V)
     # 2. mask_id the highest id, special ids as a list, mask_prob 0.3
     V, special_ids = 12, [11, 0]
     tokens = torch.randint(0, V, (1000, 100), generator=gen)
     with checks.forbid(forbidden, task="Exercise 3"):
         inputs, labels = mask_tokens(tokens, mask_id=11, vocab_size=V, special_ids=special_ids,
                                      mask_prob=0.3, generator=torch.Generator().manual_seed(6))
-    _corruption_checks("mask_tokens, V=12, mask_prob=0.3", tokens, inputs, labels, special_ids,
-                       11, V, 0.3)
+    replaced = _corruption_checks("mask_tokens, V=12, mask_prob=0.3", tokens, inputs, labels,
+                                  special_ids, 11, V, 0.3)
+    _spread_checks("mask_tokens, V=12, special ids [11, 0]", replaced, special_ids, V)
     # 3. mask_prob = 1: every non-special token is chosen
     tokens = torch.randint(0, 20, (100, 200), generator=gen)
     with checks.forbid(forbidden, task="Exercise 3"):
@@ -662,7 +687,7 @@ assert _hidden_tests()
 #   the padding id is not always 0.
 #
 # **Points:** self-check 1, hidden tests 1 (other sizes and padding ids, rows without padding,
-# float64, no gradient reaching the padding).
+# rows padded on the left, float64 and bfloat16, no gradient reaching the padding).
 
 # %% nbgrader={"grade": false, "grade_id": "pool", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def mean_pool(h: torch.Tensor, tokens: torch.Tensor, *, pad_id: int) -> torch.Tensor:
@@ -717,25 +742,42 @@ from tfcourse import checks
 def _hidden_tests() -> bool:
     warnings.simplefilter("ignore")  # a warning on stderr would cost this cell its points
     gen = torch.Generator().manual_seed(44)
-    for B, T, C, pad, dtype in [(3, 7, 4, 0, torch.float64), (1, 1, 6, 2, torch.float32),
-                                (4, 9, 5, 7, torch.float32), (2, 3, 8, 1, torch.float64)]:
+    for B, T, C, pad, dtype, side in [
+        (3, 7, 4, 0, torch.float64, "right"), (1, 1, 6, 2, torch.float32, "right"),
+        (4, 9, 5, 7, torch.float32, "left"), (2, 3, 8, 1, torch.float64, "right"),
+        (4, 6, 5, 4, torch.bfloat16, "left and right"),
+    ]:
         h = torch.randn(B, T, C, generator=gen, dtype=dtype).requires_grad_(True)
         tokens = torch.randint(0, 10, (B, T), generator=gen)
         tokens[tokens == pad] = (pad + 1) % 10
         tokens[:, 0] = 0 if pad != 0 else 5  # id 0 is a real token unless it is the padding
         lengths = torch.randint(1, T + 1, (B,), generator=gen)
         lengths[0] = T  # one row without padding
-        padded = torch.arange(T) >= lengths[:, None]  # (B, T)
+        padded = torch.arange(T) >= lengths[:, None]  # (B, T), right padding
+        if side == "left":
+            padded = padded.flip(1)
+        elif side == "left and right":
+            padded[1::2] = padded[1::2].flip(1)  # rows 1, 3, ... padded on the left
         tokens = tokens.masked_fill(padded, pad)
-        want = torch.stack([h[b, ~padded[b]].mean(0) for b in range(B)]).detach()
+        h64 = h.detach().double()
+        want = torch.stack([h64[b, ~padded[b]].mean(0) for b in range(B)]).to(dtype)
+        n = (~padded).sum(1, keepdim=True)  # (B, 1): the real tokens of each row
+        first_n = (torch.arange(T) < n)[..., None]  # (B, T, 1): the first n positions
+        mistakes = {"the mean is over the first n positions of each row, n the number of real "
+                    "tokens: the padding is not always at the end (some rows here are padded on "
+                    "the left); average where tokens != pad_id":
+                    ((h64 * first_n).sum(1) / n).to(dtype)}
         h_before = h.detach().clone()
         with checks.forbid("tfcourse.language_models.SequenceClassifier.forward",
                            task="Exercise 4"):
             got = mean_pool(h, tokens, pad_id=pad)
             (got * torch.randn(got.shape, generator=gen, dtype=dtype)).sum().backward()
-        name = f"mean_pool on h {(B, T, C)} {dtype}, pad_id={pad}"
-        checks.expect_close(got, want, name, hint="the mean over the positions whose token is "
-                            "not pad_id, divided by their number")
+        name = f"mean_pool on h {(B, T, C)} {dtype}, pad_id={pad}, padded on the {side}"
+        assert got.dtype == dtype, (
+            f"{name} returned {got.dtype}: return the means in the dtype of h (make the mask with "
+            ".to(h.dtype), not .float())")
+        checks.expect_close(got, want, name, mistakes=mistakes, hint="the mean over the "
+                            "positions whose token is not pad_id, divided by their number")
         assert torch.equal(h.detach(), h_before), f"{name} changed h"
         assert h.grad is not None and h.grad[padded].abs().sum() == 0, (
             f"{name}: a gradient reaches the padding positions")

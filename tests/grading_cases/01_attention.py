@@ -1,5 +1,14 @@
 """Submissions that tests/test_grading.py grades for the assignment 01_attention.
 
+The mistakes are the classic ones of chapter 1: a softmax without the maximum subtracted, with the
+maximum not kept as an axis, summed over the wrong axis, deaf to ``dim`` or borrowed from PyTorch;
+a causal mask upside down, inverted, without its diagonal, of floats, borrowed from ``tfcourse``,
+or made on the default device whatever ``device`` it is given; attention without the scaling,
+with the keys transposed on fixed axes, the softmax over the queries, the mask after the softmax,
+``-1e9`` for blocked scores (an error in float16), ``nan`` on fully blocked rows, or PyTorch's or
+``tfcourse``'s attention called; heads cut with a plain ``view``, merged with ``view`` after a
+transpose, or counted from a global; multi-head attention without its output projection, with one
+projection for queries, keys and values, scaled by the model width, or PyTorch's layer wrapped.
 """
 
 from grading_cases import exercises, indent
@@ -170,6 +179,13 @@ def causal_mask(T, device=None):
     return _reference_mask(T, device=device)
 '''},
         "loses": "causal_mask", "fails": MASK,
+    },
+    "mask_ignores_device": {  # right on the CPU only: on a GPU the mask stays on the CPU
+        "replace": {"causal_mask": '''
+def causal_mask(T, device=None):
+    return torch.ones(T, T, dtype=torch.bool).tril()
+'''},
+        "loses": "causal_mask", "fails": ("causal_mask_hidden",),
     },
     # ---- exercise 3, scaled dot-product attention (exercise 5 builds on it, so it fails too)
     "attention_without_scaling": {

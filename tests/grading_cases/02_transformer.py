@@ -1,9 +1,12 @@
 """Submissions that tests/test_grading.py grades for the assignment 02_transformer.
 
 The mistakes are the classic ones of chapter 2: the sinusoidal encoding with sine and cosine
-swapped or the wrong exponent, pre-LN and post-LN swapped, the causal mask left off or put on the
-cross-attention, queries and keys swapped in the cross-attention, the target not shifted, the
-embedding scale forgotten.
+swapped or the wrong exponent, pre-LN and post-LN swapped, a mask that works only as a (B, 1, 1, T)
+padding mask (in the encoder's self-attention or the decoder's cross-attention), the causal mask
+left off or put on the cross-attention, queries and keys swapped in the cross-attention, the
+target not shifted, the BOS column made on the default device instead of the target's, the
+embedding scale forgotten, the position table left in float32 under float16 or bfloat16
+embeddings.
 """
 
 from grading_cases import exercises, function, indent
@@ -233,6 +236,18 @@ return self.norm2(x + self.feed_forward(x))
 ''')},
         "loses": "encoder", "fails": ENCODER,
     },
+    "encoder_mask_expanded_per_head": {  # right for (B, 1, 1, T) masks, an error for (T, T)
+        "replace": {"encoder": encoder('''
+if mask is not None:
+    mask = mask.expand(-1, self.self_attn.num_heads, -1, -1)  # (B, H, 1, T)
+if self.norm_first:
+    x = x + self.self_attn(self.norm1(x), mask=mask)
+    return x + self.feed_forward(self.norm2(x))
+x = self.norm1(x + self.self_attn(x, mask=mask))
+return self.norm2(x + self.feed_forward(x))
+''')},
+        "loses": "encoder", "fails": ("encoder_hidden",),
+    },
     "encoder_wraps_nn_transformer_encoder_layer": {
         "replace": {"encoder": encoder('''
 C = self.norm1.normalized_shape[0]
@@ -285,6 +300,16 @@ return ref(x, src_key_padding_mask=blocked)
             "self.cross_attn(x, memory, memory)")},
         "loses": "decoder", "fails": DECODER,
     },
+    "decoder_memory_mask_expanded_per_head": {  # right for (B, 1, 1, S), an error for (T, S)
+        "replace": {"decoder": decoder('''
+x = self.norm1(x + self.self_attn(x, is_causal=True))
+if memory_mask is not None:
+    memory_mask = memory_mask.expand(-1, self.cross_attn.num_heads, -1, -1)  # (B, H, 1, S)
+x = self.norm2(x + self.cross_attn(x, memory, memory, mask=memory_mask))
+return self.norm3(x + self.feed_forward(x))
+''')},
+        "loses": "decoder", "fails": ("decoder_hidden",),
+    },
     "decoder_cross_attention_is_self_attention": {  # keys and values from x: memory unused
         "replace": {"decoder": decoder_with(
             "self.cross_attn(x, memory, memory, mask=memory_mask)", "self.cross_attn(x)")},
@@ -322,6 +347,14 @@ def shift_right(tgt, bos_id):
 '''},
         "loses": "shift", "fails": SHIFT + TEACHER,
     },
+    "shift_bos_on_the_default_device": {  # right on the CPU; on a GPU torch.cat fails
+        "replace": {"shift": '''
+def shift_right(tgt, bos_id):
+    bos = torch.full((tgt.shape[0], 1), bos_id, dtype=tgt.dtype)
+    return torch.cat([bos, tgt[:, :-1]], dim=1)
+'''},
+        "loses": "shift", "fails": ("shift_hidden",),
+    },
     # ---- exercise 5, the teacher-forcing loss
     "teacher_forcing_target_not_shifted": {
         "replace": {"teacher_forcing": teacher_with("tgt_in = shift_right(tgt, bos_id)",
@@ -355,6 +388,12 @@ def shift_right(tgt, bos_id):
             "table.weight.data.copy_(embedding.weight.data)\n"
             "x = table(tgt_in) + pe")},
         "loses": "teacher_forcing", "fails": TEACHER,
+    },
+    "teacher_forcing_positions_in_float32": {  # float64 promotes; float16, bfloat16 do not
+        "replace": {"teacher_forcing": teacher_with(
+            "tfcourse.sinusoidal_encoding(T, C, dtype=embedding.weight.dtype)",
+            "tfcourse.sinusoidal_encoding(T, C)")},
+        "loses": "teacher_forcing", "fails": ("teacher_forcing_hidden",),
     },
     # ---- submissions that must not disturb the batch
     "infinite_loop": {  # the cell is stopped at the time limit; the rest of the notebook runs

@@ -1,11 +1,13 @@
 """Submissions that tests/test_grading.py grades for the assignment 03_pretraining.
 
 The mistakes are the classic ones of chapter 3: the next-token loss not shifted or shifted the
-wrong way, padding counted, the classes not in dimension 1; greedy decoding that feeds the whole
-sequence again with the cache, takes the wrong position's logits or does not use the cache;
-BERT masking that masks every chosen token, chooses special tokens, labels every position,
-writes into its input, draws special ids as random tokens or lets its random cases overlap;
-mean pooling that averages the padding in.
+wrong way, padding counted, the classes not in dimension 1, ``pad_id=None`` taken as padding id
+0; greedy decoding that feeds the whole sequence again with the cache, takes the wrong position's
+logits or does not use the cache; BERT masking that masks every chosen token, chooses special
+tokens, labels every position, writes into its input, draws special ids as random tokens, draws
+them as if the special ids were the lowest ones, or lets its random cases overlap; mean pooling
+that averages the padding in, averages the first n positions (right for right padding only) or
+makes its mask in float32 whatever the dtype of ``h``.
 """
 
 from grading_cases import edit, exercises, function
@@ -173,6 +175,11 @@ return F.cross_entropy(logits[:, :-1], tokens[:, 1:], ignore_index=ignore)
                                                     "pad_id"))},
         "loses": "loss", "fails": ("loss_hidden",),
     },
+    "loss_pad_id_none_as_0": {  # with no padding, the targets that are id 0 are left out
+        "replace": {"loss": edit(LOSS_RIGHT, loss, ("-100 if pad_id is None else pad_id",
+                                                    "0 if pad_id is None else pad_id"))},
+        "loses": "loss", "fails": ("loss_hidden",),
+    },
     "loss_calls_tfcourse": {
         "replace": {"loss": loss('''
 return tfcourse.next_token_loss(logits, tokens, ignore_index=pad_id)
@@ -269,6 +276,12 @@ return model.generate(prompt, max_new_tokens, greedy=True)
         "replace": {"mask": edit(MASK_RIGHT, mask, ("< mask_prob)", "< 0.15)"))},
         "loses": "mask", "fails": ("mask_hidden",),
     },
+    "mask_random_ids_after_the_special_ids": {  # as if the special ids were 0, ..., k - 1
+        "replace": {"mask": edit(MASK_RIGHT, mask, (
+            "ordinary[torch.randint(len(ordinary), tokens.shape, generator=generator)]",
+            "torch.randint(len(special_ids), vocab_size, tokens.shape, generator=generator)"))},
+        "loses": "mask", "fails": ("mask_hidden",),
+    },
     "mask_calls_tfcourse": {
         "replace": {"mask": mask('''
 return tfcourse.mask_tokens(tokens, mask_id=mask_id, vocab_size=vocab_size,
@@ -287,6 +300,18 @@ return tfcourse.mask_tokens(tokens, mask_id=mask_id, vocab_size=vocab_size,
     },
     "pool_padding_id_fixed_at_0": {  # right for the self-check's padding id only
         "replace": {"pool": edit(POOL_RIGHT, pool, ("tokens != pad_id", "tokens != 0"))},
+        "loses": "pool", "fails": ("pool_hidden",),
+    },
+    "pool_first_length_positions": {  # the mean of the first n positions: right padding only
+        "replace": {"pool": pool('''
+n = (tokens != pad_id).sum(dim=1, keepdim=True)  # (B, 1): real tokens per row
+first = (torch.arange(tokens.shape[1]) < n).unsqueeze(-1).to(h.dtype)  # (B, T, 1)
+return (h * first).sum(dim=1) / n.to(h.dtype)
+''')},
+        "loses": "pool", "fails": ("pool_hidden",),
+    },
+    "pool_mask_in_float32": {  # float64 h promotes silently; a float16 or bfloat16 h does not
+        "replace": {"pool": edit(POOL_RIGHT, pool, (".to(h.dtype)", ".float()"))},
         "loses": "pool", "fails": ("pool_hidden",),
     },
     # ---- submissions that must not disturb the batch
