@@ -114,6 +114,8 @@ def test_command_line_prints_the_setting_the_tables_and_the_exponents(capsys) ->
     (["--dtype", "fp8"], "--dtype"),
     (["--steps", "-3"], "--steps"),
     (["--width", "50"], "--width"),
+    (["--width", "16"], "--width"),  # too narrow for Hyena to match attention's count
+    (["--layers", "1"], "--layers"),
     (["--device", "tpu"], "--device"),
     (["--pairs", "8", "--recall-lengths", "16"], "--recall-lengths"),
     (["--target", "1.5"], "--target"),

@@ -60,21 +60,19 @@ def counted_parameters(model: nn.Module) -> int:
                if not name.startswith(("embed.", "positions.")))
 
 
-def _meta_count(build: Callable[[int], nn.Module], size: int) -> int:
-    with torch.device("meta"):  # shapes only: counting costs no memory
-        return counted_parameters(build(size))
-
-
 def _matched(build: Callable[[int], nn.Module], target: int, name: str) -> int:
     """The size (a feed-forward width or a number of layers) at which ``build(size)`` has
     ``target`` counted parameters, to the nearest int: the count is linear in either, so two
     counts give it."""
-    one, two = _meta_count(build, 1), _meta_count(build, 2)
+    # built on the CPU: at these widths faster than the meta device, whose first use imports
+    # PyTorch's reference operators (seconds)
+    one, two = (counted_parameters(build(size)) for size in (1, 2))
     size = round((target - one) / (two - one)) + 1
     if size < 1:
+        why = " (Hyena's filter network is 64 wide at any d_model)" if name == "Hyena" else ""
         raise ValueError(f"d_model: the smallest {name} model has {one:,} parameters without "
                          f"the embeddings, more than attention's {target:,}; use a larger "
-                         f"d_model (Hyena's filter network has a fixed width of 64)")
+                         f"d_model{why}")
     return size
 
 
@@ -86,10 +84,10 @@ def build_models(
     ``d_model``, ``num_layers`` layers, 4 heads and a feed-forward of width 4C (12C² a layer):
 
     * Hyena: as many blocks (order 2), its feed-forward width solved for the count;
-    * Mamba: as many blocks (expand 2, no feed-forward) as match the count, about
-      1.5 · ``num_layers`` (the Mamba paper pairs two blocks with one Transformer layer,
-      section 4.2, counting 6C² a block; the SSM's own projections add about a third at small
-      width);
+    * Mamba: as many blocks (expand 2, no feed-forward) as match the count, 1.5 to 2 times
+      ``num_layers`` at these widths (the Mamba paper pairs two blocks with one Transformer
+      layer, section 4.2, counting 6C² a block; the SSM's own projections add up to a third at
+      small width);
     * Jamba: ``num_layers`` layers, one attention layer (4 heads, 2 key/value heads) in every
       min(4, L) as in chapter 9's tiny model, mixtures of 4 experts (top 2) in every second
       layer, the SwiGLU width solved for the count (so its *total* parameters match; a token
@@ -97,7 +95,7 @@ def build_models(
     """
     _validate.integer(vocab_size, "vocab_size", 2)
     _validate.integer(max_len, "max_len", 1)
-    _validate.integer(num_layers, "num_layers", 1)
+    _validate.integer(num_layers, "num_layers", 2)  # Jamba needs a Mamba and an attention layer
     _validate.integer(d_model, "d_model", 1)
     if d_model % 4:
         raise ValueError(f"d_model: expected a multiple of 4 (the attention heads), got {d_model}")
@@ -122,14 +120,12 @@ def build_models(
     def jamba(d_ff: int) -> nn.Module:
         return JambaLM(dataclasses.replace(jamba_config, d_ff=d_ff))
 
-    target = _meta_count(attention, 4 * d_model)
-    torch.manual_seed(seed)
-    return {
-        "attention": attention(4 * d_model),
-        "Hyena": hyena(_matched(hyena, target, "Hyena")),
-        "Mamba": mamba(_matched(mamba, target, "Mamba")),
-        "Jamba": jamba(_matched(jamba, target, "Jamba")),
-    }
+    target = counted_parameters(attention(4 * d_model))
+    sizes = {"Hyena": _matched(hyena, target, "Hyena"), "Mamba": _matched(mamba, target, "Mamba"),
+             "Jamba": _matched(jamba, target, "Jamba")}
+    torch.manual_seed(seed)  # after the counting, which draws weights too
+    return {"attention": attention(4 * d_model), "Hyena": hyena(sizes["Hyena"]),
+            "Mamba": mamba(sizes["Mamba"]), "Jamba": jamba(sizes["Jamba"])}
 
 
 def _loss(model: nn.Module, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -415,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="of the cost part; recall trains in fp32")
     parser.add_argument("--width", type=_positive_int, default=64, help="d_model, C")
     parser.add_argument("--layers", type=_positive_int, default=4,
-                        help="layers of the attention model (see build_models)")
+                        help="layers of the attention model, at least 2 (see build_models)")
     parser.add_argument("--repeats", type=_positive_int, default=3)
     parser.add_argument("--steps", type=_positive_int, default=400, help="recall training steps")
     parser.add_argument("--batch", type=_positive_int, default=32, help="recall batch size")
@@ -425,6 +421,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--fit-from", type=_positive_int, default=1024,
                         help="shortest length in the exponent fits")
     args = parser.parse_args(argv)
+    if args.layers < 2:
+        parser.error(f"argument --layers: expected at least 2 (Jamba needs a Mamba and an "
+                     f"attention layer), got {args.layers}")
     if args.width % 4:
         parser.error(f"argument --width: expected a multiple of 4 (the heads), got {args.width}")
     if min(args.recall_lengths) < 3 * args.pairs:
@@ -439,7 +438,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("argument --device: cuda asked for, but CUDA sees no GPU")
 
-    models = build_models(32, max_len=64, d_model=args.width, num_layers=args.layers)
+    try:
+        models = build_models(32, max_len=64, d_model=args.width, num_layers=args.layers)
+    except ValueError as error:
+        parser.error(f"argument --width: {error}")
     print(f"python -m tfcourse.bench compare {' '.join(sys.argv[2:] if argv is None else argv)}")
     print(f"on {device} ({_machine(device)}), torch {torch.__version__}, width {args.width}, "
           f"parameters without the embeddings: "
@@ -449,7 +451,8 @@ def main(argv: Sequence[str] | None = None) -> None:
               "interleaved rounds")
         rows = cost_sweep(args.lengths, d_model=args.width, num_layers=args.layers,
                           device=device, dtype=DTYPES[args.dtype], repeats=args.repeats)
-        _print_cost(rows, min(args.fit_from, max(args.lengths)))
+        lengths = sorted(set(args.lengths))  # fit over two lengths at least, where there are two
+        _print_cost(rows, min(args.fit_from, lengths[max(len(lengths) - 2, 0)]))
     if "recall" in args.parts:
         print(f"\nrecall: fp32, {args.steps} steps of batch {args.batch}, {args.pairs} pairs, "
               f"vocabulary 32, lr 3e-3, seed 0")
