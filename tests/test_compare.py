@@ -89,6 +89,30 @@ def test_recall_sweep_trains_every_model_by_the_same_recipe() -> None:
     assert all(r["steps_to_target"] is None or r["accuracy"] == 1.0 for r in unreachable)
 
 
+@pytest.fixture
+def short_digit_training(tmp_path, monkeypatch):
+    """The chapter-4 ViT, the Activator and the ConvNet trained for 2 steps, into an empty
+    cache."""
+    from tfcourse import classification
+
+    monkeypatch.setenv("TFCOURSE_CACHE", str(tmp_path))
+    monkeypatch.setitem(classification.DIGITS_TRAINING, "steps", 2)
+    monkeypatch.setitem(classification.DIGITS_TRAINING, "warmup_steps", 1)
+
+
+def test_vision_sweep_measures_the_digit_classifiers_and_tome(short_digit_training) -> None:
+    rows = compare.vision_sweep(tome_r=[2, 4], batch_size=8, repeats=1, device="cpu")
+    assert [r["model"] for r in rows] == ["ViT", "ViT + ToMe r=2", "ViT + ToMe r=4",
+                                          "Activator", "ConvNet"]
+    by_name = {r["model"]: r for r in rows}
+    vit = by_name["ViT"]
+    for r in rows:
+        assert 0 <= r["accuracy"] <= 1 and r["images_per_s"] > 0 and r["mflop"] > 0
+        assert abs(r["parameters"] / vit["parameters"] - 1) < 0.1  # ToMe: the ViT's own weights
+    # merging tokens removes work, more as r grows
+    assert vit["mflop"] > by_name["ViT + ToMe r=2"]["mflop"] > by_name["ViT + ToMe r=4"]["mflop"]
+
+
 def test_command_line_prints_the_setting_the_tables_and_the_exponents(capsys) -> None:
     compare.main(["--parts", "cost", "--lengths", "16", "32", "--width", "48", "--layers", "2",
                   "--repeats", "1", "--fit-from", "16", "--device", "cpu"])
@@ -111,6 +135,7 @@ def test_command_line_prints_the_setting_the_tables_and_the_exponents(capsys) ->
     (["--lengths", "0"], "--lengths"),
     (["--lengths", "many"], "--lengths"),
     (["--parts", "speed"], "--parts"),
+    (["--parts"], "--parts"),
     (["--dtype", "fp8"], "--dtype"),
     (["--steps", "-3"], "--steps"),
     (["--width", "50"], "--width"),

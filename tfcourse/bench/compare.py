@@ -1,6 +1,6 @@
 """The course's sequence models side by side (book: chapter 10).
 
-    python -m tfcourse.bench compare [--parts cost recall] [--lengths 256 512 ...]
+    python -m tfcourse.bench compare [--parts cost recall vision] [--lengths 256 512 ...]
         [--device cuda] [--dtype bf16] [--steps 400] [--width 64] [--layers 4]
 
 builds the four sequence models of chapters 3 and 7–9 at a matched parameter count
@@ -17,6 +17,13 @@ Mamba model and a Jamba model, and prints, with the machine, threads, dtype and 
 * ``recall``: each model trained with one recipe (same steps, batch, learning rate, schedule
   and seed) on multi-query associative recall (chapters 7 and 9) at a few lengths: held-out
   accuracy, and the steps and training time it took to reach a stated accuracy.
+* ``vision``: the digit classifiers of chapters 4–6 (the ViT, ToMe on it, the Activator, the
+  ConvNet): parameters, held-out accuracy, FLOPs per image and throughput
+  (:func:`vision_sweep`).
+
+The cost part at its default lengths takes about 4 minutes on 2 busy CPU cores; the recall part
+trains 12 models (minutes each on a CPU at the defaults: run it on a GPU, or choose
+``--recall-lengths``, ``--steps`` and ``--layers`` to fit).
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ from tfcourse.training import TrainConfig, Trainer
 MODELS = ("attention", "Hyena", "Mamba", "Jamba")
 DECODING = {"attention": "KV cache", "Hyena": "recompute", "Mamba": "state",
             "Jamba": "recompute"}
-PARTS = ("cost", "recall")
+PARTS = ("cost", "recall", "vision")
 DEFAULT_LENGTHS = [256, 512, 1024, 2048, 4096]
 DEFAULT_RECALL_LENGTHS = [32, 64, 128]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -325,6 +332,76 @@ def recall_sweep(
     return rows
 
 
+def _image_flops(model: nn.Module, image: torch.Tensor) -> int:
+    """:func:`tfcourse.classification.flops_per_image`, with the attention products of a
+    :class:`tfcourse.tome.ToMeViT` added as that function adds a ViT's: 2·2·T²·C in each block,
+    T the tokens that enter it (the counter does not see the fused kernel on a CPU)."""
+    from tfcourse.classification import flops_per_image
+    from tfcourse.tome import ToMeViT
+
+    flops = flops_per_image(model, image)
+    if isinstance(model, ToMeViT):
+        C = model.model.pos_embed.shape[-1]
+        flops += sum(2 * 2 * T * T * C for T in model.token_counts[:-1])
+    return flops
+
+
+def vision_sweep(
+    *, tome_r: Sequence[int] = (2, 4), batch_size: int = 256, repeats: int = 5,
+    device: torch.device | str | None = None,
+) -> list[dict]:
+    """Rows ``{"model", "parameters", "accuracy", "mflop", "images_per_s"}`` for the digit
+    classifiers of chapters 4–6: the chapter-4 ViT and the chapter-6 Activator (trained once
+    and cached by :mod:`tfcourse.classification`), ToMe on the ViT with ``r`` tokens merged per
+    block (chapter 5, no retraining), and chapter 4's ConvNet at the width whose parameter count
+    is closest to the ViT's, trained here by the ViT's recipe
+    (:data:`tfcourse.classification.DIGITS_TRAINING`, all its steps: the lesson affords a
+    quarter). Accuracy on the held-out digits; MFLOP per image; images per second on a batch of
+    ``batch_size`` test images, the models timed in alternation
+    (:func:`tfcourse.classification.interleaved_throughput`)."""
+    from tfcourse.classification import (
+        DIGITS_TRAINING,
+        accuracy,
+        classification_loss,
+        interleaved_throughput,
+        train_digits_activator,
+        train_digits_vit,
+    )
+    from tfcourse.convnet import ConvNet
+    from tfcourse.data.digits import digit_batches, load_digit_images
+    from tfcourse.tome import ToMeViT
+
+    for r in tome_r:
+        _validate.integer(r, "tome_r", 1)
+    _validate.integer(batch_size, "batch_size", 1)
+    device = torch.device(device) if device is not None else default_device()
+    data = load_digit_images(16)
+    vit, _ = train_digits_vit(data, device=device, progress=False)
+    activator, _ = train_digits_activator(data, device=device, progress=False)
+    vit_parameters = sum(p.numel() for p in vit.parameters())
+    width = min(range(4, 129, 4), key=lambda w: abs(
+        sum(p.numel() for p in ConvNet(width=w).parameters()) - vit_parameters))
+    t = DIGITS_TRAINING
+    torch.manual_seed(t["seed"])
+    convnet = ConvNet(width=width)
+    config = TrainConfig(steps=t["steps"], lr=t["lr"], warmup_steps=t["warmup_steps"],
+                         weight_decay=t["weight_decay"], seed=t["seed"], device=device,
+                         progress=False)
+    Trainer(convnet, classification_loss, digit_batches(data, t["batch_size"], seed=t["seed"],
+                                                        max_shift=t["max_shift"]), config).fit()
+    models: dict[str, nn.Module] = {"ViT": vit}
+    models |= {f"ViT + ToMe r={r}": ToMeViT(vit, r) for r in tome_r}
+    models |= {"Activator": activator, "ConvNet": convnet.eval()}
+    images = data.test_images[torch.arange(batch_size) % len(data.test_images)].to(device)
+    speeds = interleaved_throughput(list(models.values()), images, repeats=repeats)
+    rows = []
+    for (name, model), speed in zip(models.items(), speeds, strict=True):
+        rows.append({"model": name, "parameters": sum(p.numel() for p in model.parameters()),
+                     "accuracy": accuracy(model, data.test_images, data.test_labels),
+                     "mflop": _image_flops(model, images[:1]) / 1e6, "images_per_s": speed})
+    return rows
+
+
 def _positive_int(text: str) -> int:
     import argparse
 
@@ -397,6 +474,13 @@ def _print_recall(rows: list[dict], target: float) -> None:
               f"{'—' if seconds is None else f'{seconds:.1f}':>7}")
 
 
+def _print_vision(rows: list[dict]) -> None:
+    print(f"{'model':>16} {'parameters':>11} {'accuracy':>9} {'MFLOP':>7} {'images/s':>9}")
+    for r in rows:
+        print(f"{r['model']:>16} {r['parameters']:>11,} {r['accuracy']:>9.1%} "
+              f"{r['mflop']:>7.2f} {r['images_per_s']:>9.0f}")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     import argparse
 
@@ -460,4 +544,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                             num_layers=args.layers, steps=args.steps, batch=args.batch,
                             target=args.target, device=device)
         _print_recall(rows, args.target)
+    if "vision" in args.parts:
+        print(f"\nvision: the digits (16 x 16 px), fp32, throughput on batches of 256, best of "
+              f"{args.repeats} interleaved rounds")
+        _print_vision(vision_sweep(device=device, repeats=args.repeats))
 
