@@ -107,7 +107,8 @@ tfcourse.pin_threads()
 #
 # **Points:** self-check 2, hidden tests 3 (other batch sizes, token counts and widths, an even
 # number of tokens, float64, $r = 0$, an $r$ larger than allowed, two tokens, vectors of
-# different lengths, a class token very similar to a patch, the input unchanged).
+# different lengths, a class token very similar to a patch, kept edges whose similarity is
+# negative, the input unchanged).
 
 # %% nbgrader={"grade": false, "grade_id": "match", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def bipartite_match(metric: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -253,22 +254,35 @@ def _clear_margins(candidate: torch.Tensor, gap: float = 1e-3) -> bool:
     return bool((tops[:, 1:] - tops[:, :-1] >= gap).all())
 
 
+def _negative_kept_edge(candidate: torch.Tensor, merges: int) -> bool:
+    """In every batch element, a kept edge has a negative best cosine."""
+    unit = candidate.double() / candidate.double().norm(dim=-1, keepdim=True)
+    best = (unit[:, 2::2] @ unit[:, 1::2].transpose(1, 2)).amax(dim=-1)  # (B, T_A - 1)
+    kept = best.sort(dim=-1, descending=True).values[:, :merges]
+    return bool((kept[:, -1] < 0).all())
+
+
 def _hidden_tests() -> bool:
     warnings.simplefilter("ignore")  # a warning on stderr would cost this cell its points
     gen = torch.Generator().manual_seed(51)
-    for nb, tokens, width, merges, dtype, twin in [
-        (3, 17, 8, 5, torch.float32, 3), (2, 10, 6, 3, torch.float64, 1),
-        (2, 11, 4, 100, torch.float32, 2), (2, 10, 5, 100, torch.float64, 4),
-        (1, 2, 4, 1, torch.float32, 0), (4, 8, 5, 0, torch.float32, 1),
-        (2, 9, 2, 4, torch.float64, 2), (5, 13, 16, 2, torch.float32, 5),
+    for nb, tokens, width, merges, dtype, twin, negative in [
+        (3, 17, 8, 5, torch.float32, 3, False), (2, 10, 6, 3, torch.float64, 1, False),
+        (2, 11, 4, 100, torch.float32, 2, False), (2, 10, 5, 100, torch.float64, 4, False),
+        (1, 2, 4, 1, torch.float32, 0, False), (4, 8, 5, 0, torch.float32, 1, False),
+        (2, 9, 2, 4, torch.float64, 2, False), (5, 13, 16, 2, torch.float32, 5, False),
+        (3, 13, 3, 100, torch.float32, 0, True), (2, 12, 4, 3, torch.float64, 2, True),
     ]:
         while True:
             candidate = torch.randn(nb, tokens, width, generator=gen, dtype=dtype)
             if twin:  # the class token points almost the way the token at 2 twin - 1 does
                 candidate[:, 0] = 3 * candidate[:, 2 * twin - 1] + 0.01 * candidate[:, 0]
+            if negative:  # the B tokens one way, A tokens 1, 3, 5... the other: best cosine < 0
+                candidate[:, 1::2, 0] = candidate[:, 1::2, 0].abs() + 3
+                candidate[:, 2::4, 0] = -candidate[:, 2::4, 0].abs() - 3
             candidate = candidate * (1.5 * torch.randn(nb, tokens, 1, generator=gen,
                                                        dtype=dtype)).exp()
-            if _clear_margins(candidate):
+            if _clear_margins(candidate) and (not negative or _negative_kept_edge(
+                    candidate, min(merges, (tokens - 1) // 2))):
                 break
         kept = candidate.clone()
         with torch.no_grad():
@@ -282,6 +296,11 @@ def _hidden_tests() -> bool:
         for part, index in (("src", result_src), ("dst", result_dst)):
             checks.expect_shape(index, (nb, count), f"{part} of {label}")
             assert index.dtype == torch.long, f"{part} of {label} is not a long tensor"
+        if negative and bool((result_src == 0).any()):
+            raise checks.ContractError(
+                f"{label} merges the class token, A token 0, where some kept edges have a "
+                "negative cosine similarity: cosines go down to -1, so a class token protected "
+                "with 0 (or any number above -1) outranks them. Give its edges -inf")
         for b in range(nb):
             expected_edges = sorted(zip((reference.src[b] // 2).tolist(),
                                         (reference.dst[b] // 2).tolist(), strict=True))
@@ -348,7 +367,7 @@ assert _hidden_tests()
 #
 # **Points:** self-check 2, hidden tests 3 (other batch sizes, token counts and widths, an even
 # number of tokens, $C = 1$, $r = 0$, every A token merged, the edges in another order, float64,
-# gradients, the inputs unchanged).
+# float16 (the results stay in the dtype of `x`), gradients, the inputs unchanged).
 
 # %% nbgrader={"grade": false, "grade_id": "merge", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def merge_weighted(x: torch.Tensor, size: torch.Tensor, src: torch.Tensor, dst: torch.Tensor
@@ -488,15 +507,17 @@ def _hidden_tests() -> bool:
         (3, 17, 6, 5, torch.float32), (2, 10, 1, 3, torch.float64),
         (2, 9, 4, 4, torch.float64), (2, 7, 3, 0, torch.float32),
         (1, 2, 3, 0, torch.float32), (4, 12, 5, 5, torch.float32),
+        (2, 11, 4, 4, torch.float16),
     ]:
-        tokens_in = torch.randn(nb, tokens, width, generator=gen, dtype=dtype)
+        tokens_in = torch.randn(nb, tokens, width, generator=gen).to(dtype)
         sizes_in = torch.randint(1, 9, (nb, tokens, 1), generator=gen).to(dtype)
         with torch.no_grad():
             reference = tfcourse.tome.bipartite_soft_matching(
                 torch.randn(nb, tokens, 2, generator=gen), merges)
-        leaf = tokens_in.clone().requires_grad_(True)
-        expected_tokens, expected_sizes = tfcourse.tome.merge_tokens(leaf, sizes_in, reference)
-        upstream = torch.randn(expected_tokens.shape, generator=gen, dtype=dtype)
+        leaf = tokens_in.to(torch.float64, copy=True).requires_grad_()  # the reference's
+        expected_tokens, expected_sizes = tfcourse.tome.merge_tokens(leaf, sizes_in.double(),
+                                                                     reference)
+        upstream = torch.randn(expected_tokens.shape, generator=gen, dtype=torch.float64)
         (expected_tokens * upstream).sum().backward()
         shuffle = torch.rand(nb, reference.r, generator=gen).argsort(dim=1)  # edges reordered
         edge_src = (reference.src // 2).gather(1, shuffle)
@@ -507,14 +528,23 @@ def _hidden_tests() -> bool:
             result_tokens, result_sizes = merge_weighted(student_leaf, sizes_copy, edge_src,
                                                          edge_dst)
         label = f"merge_weighted on x {(nb, tokens, width)} {dtype}, r={merges}"
-        checks.expect_close(result_sizes, expected_sizes, f"the sizes of {label}")
-        checks.expect_close(result_tokens, expected_tokens.detach(), f"the tokens of {label}")
+        for part, result in (("tokens", result_tokens), ("sizes", result_sizes)):
+            if isinstance(result, torch.Tensor) and result.dtype != dtype:
+                raise checks.ContractError(
+                    f"the merged {part} of {label} are {result.dtype}, expected {dtype}, the "
+                    "dtype of x: a size, weight or buffer made in float32 (size.float(), "
+                    "torch.zeros without dtype=x.dtype) promotes the result")
+        tolerance = {"atol": 1e-2} if dtype == torch.float16 else {}  # sums of up to 8 x 3
+        checks.expect_close(result_sizes, expected_sizes.to(dtype), f"the sizes of {label}")
+        checks.expect_close(result_tokens, expected_tokens.detach().to(dtype),
+                            f"the tokens of {label}", **tolerance)
         assert torch.equal(student_leaf.detach(), tokens_in), f"{label} changed x"
         assert torch.equal(sizes_copy, sizes_in), f"{label} changed size"
         assert result_tokens.requires_grad, f"{label}: the merged tokens do not require grad"
-        (result_tokens * upstream).sum().backward()
+        (result_tokens * upstream.to(dtype)).sum().backward()
         assert student_leaf.grad is not None, f"{label}: no gradient reaches x"
-        checks.expect_close(student_leaf.grad, leaf.grad, f"the gradient of x in {label}")
+        checks.expect_close(student_leaf.grad, leaf.grad.to(dtype), f"the gradient of x in {label}",
+                            **tolerance)
     return True
 
 
@@ -543,10 +573,10 @@ assert _hidden_tests()
 # ```
 #
 # **Write** `proportional_attention(q, k, v, size)`: `q` (B, H, T, D) floating point, `k` and `v`
-# (B, H, S, D) in the same dtype, `size` (B, S, 1) in the same dtype, positive: one size per key,
-# shared by every head and every query of its batch element. Return the (B, H, T, D) output
-# $AV$, through which gradients flow to `q`, `k` and `v`. The number of queries $T$ may differ
-# from the number of keys $S$.
+# (B, H, S, D) in the same dtype, `size` (B, S, 1) in the same dtype, positive (not necessarily
+# whole numbers): one size per key, shared by every head and every query of its batch element.
+# Return the (B, H, T, D) output $AV$, through which gradients flow to `q`, `k` and `v`. The
+# number of queries $T$ may differ from the number of keys $S$.
 #
 # - **Allowed:** `@`, `transpose`, `math.sqrt`, `log`, `softmax`, `exp`, `sum`, `reshape`,
 #   `unsqueeze`, indexing, `torch.einsum`.
@@ -559,7 +589,8 @@ assert _hidden_tests()
 #   not multiply the values, and weights multiplied by $s$ after the softmax no longer sum to 1.
 #
 # **Points:** self-check 2, hidden tests 2 (more queries than keys and fewer, one head, sizes
-# all 1 (plain attention), float64, gradients to `q`, `k` and `v`).
+# all 1 (plain attention), sizes that are not whole numbers, float64, gradients to `q`, `k` and
+# `v`).
 
 # %% nbgrader={"grade": false, "grade_id": "attention", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def proportional_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -661,17 +692,19 @@ def _hidden_tests() -> bool:
         "tfcourse.attention.scaled_dot_product_attention",
         "tfcourse.attention.fused_scaled_dot_product_attention",
         "tfcourse.tome.proportional_attention", "tfcourse.tome._attend")
-    for nb, heads, queries, keys, width, dtype, unit_sizes in [
-        (2, 3, 5, 7, 4, torch.float64, False), (1, 1, 6, 6, 8, torch.float32, False),
-        (3, 2, 9, 4, 16, torch.float32, False), (2, 4, 5, 5, 2, torch.float64, True),
-        (4, 2, 1, 3, 8, torch.float32, False),
+    for nb, heads, queries, keys, width, dtype, sizes in [
+        (2, 3, 5, 7, 4, torch.float64, "whole"), (1, 1, 6, 6, 8, torch.float32, "whole"),
+        (3, 2, 9, 4, 16, torch.float32, "whole"), (2, 4, 5, 5, 2, torch.float64, "one"),
+        (4, 2, 1, 3, 8, torch.float32, "whole"), (2, 2, 4, 6, 8, torch.float64, "fractional"),
     ]:
         leaves = [torch.randn(nb, heads, n, width, generator=gen, dtype=dtype).requires_grad_()
                   for n in (queries, keys, keys)]
-        if unit_sizes:
+        if sizes == "one":
             key_sizes = torch.ones(nb, keys, 1, dtype=dtype)
-        else:
+        elif sizes == "whole":
             key_sizes = torch.randint(1, 12, (nb, keys, 1), generator=gen).to(dtype)
+        else:  # positive, not whole numbers: 0.3, 2.5...
+            key_sizes = (torch.rand(nb, keys, 1, generator=gen, dtype=dtype) * 5 + 0.1)
         expected_output = tfcourse.tome.proportional_attention(*leaves, key_sizes, fused=False)
         upstream = torch.randn(expected_output.shape, generator=gen, dtype=dtype)
         expected_grads = torch.autograd.grad((expected_output * upstream).sum(), leaves)
@@ -680,8 +713,13 @@ def _hidden_tests() -> bool:
             result = proportional_attention(*inputs, key_sizes)
         label = (f"proportional_attention with {heads} head(s), {queries} queries, {keys} keys "
                  f"of width {width}, batch {nb}, {dtype}"
-                 f"{', every size 1' if unit_sizes else ''}")
-        checks.expect_close(result, expected_output.detach(), label)
+                 f"{', every size 1' if sizes == 'one' else ''}"
+                 f"{', sizes that are not whole numbers' if sizes == 'fractional' else ''}")
+        checks.expect_close(
+            result, expected_output.detach(), label,
+            hint="a size need not be a whole number (sizes of 0.3 or 2.5 are positive too): are "
+                 "the keys repeated s times? Add log s to the scores, which works for any "
+                 "positive size" if sizes == "fractional" else None)
         (result * upstream).sum().backward()
         for part, leaf, expected_grad in zip("qkv", inputs, expected_grads, strict=True):
             assert leaf.grad is not None, f"{label}: no gradient reaches {part}"
@@ -706,7 +744,7 @@ assert _hidden_tests()
 # $\min(r_\ell, \lfloor (T_{\ell-1} - 1)/2 \rfloor)$ of them, never more than half, never the class
 # token. So the tokens after each layer are
 #
-# $$T_0 = \texttt{num\_tokens}, \qquad T_\ell = T_{\ell-1} - \min\left(r_\ell,
+# $$T_0 = \mathtt{num\_tokens}, \qquad T_\ell = T_{\ell-1} - \min\left(r_\ell,
 # \left\lfloor \frac{T_{\ell-1} - 1}{2} \right\rfloor\right), \quad \ell = 1, \dots, L.$$
 #
 # For example, a ViT-B/16 on images of 224 × 224 pixels has 196 patches and a class token,
@@ -726,7 +764,8 @@ assert _hidden_tests()
 #   $\lfloor T/2 \rfloor$ (they differ when $T$ is even); the list starts with $T_0$.
 #
 # **Points:** self-check 1, hidden test 1 (a decreasing schedule, an even number of tokens, $r$
-# larger than any layer allows, two tokens, no layer at all, a tuple).
+# larger than any layer allows, two tokens, no layer at all, a tuple, a list of Python ints
+# returned).
 
 # %% nbgrader={"grade": false, "grade_id": "counts", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def token_counts(num_tokens: int, schedule) -> list[int]:
@@ -794,6 +833,11 @@ def _hidden_tests() -> bool:
         with checks.forbid("tfcourse.tome.clamp_schedule", "tfcourse.tome.merge_schedule",
                            "tfcourse.tome.max_merges", task="Exercise 4"):
             result = token_counts(first, plan)
+        assert isinstance(result, list) and all(
+            isinstance(c, int) and not isinstance(c, bool) for c in result), (
+            f"token_counts({first}, {plan!r}) returned {result!r}: return a Python list of "
+            "Python ints (counts.append(...) of int arithmetic, //, min), not a tensor, a tuple "
+            "or floats")
         assert [int(c) for c in result] == expected_counts, (
             f"token_counts({first}, {plan!r}) gives {list(result)}, expected {expected_counts}")
     return True

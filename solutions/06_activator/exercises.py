@@ -82,8 +82,9 @@ tfcourse.pin_threads()
 #   `F.gelu` is the exact GELU (with $\Phi$ the normal distribution), not its tanh
 #   approximation.
 #
-# **Points:** self-check 1, hidden tests 2 (two and four axes, C = F, float64, the sigmoid,
-# SiLU, ReLU and identity gates, gradients).
+# **Points:** self-check 1, hidden tests 2 (one, two and four axes, C = F, float64, the sigmoid,
+# SiLU, ReLU and identity gates, the default activation, gradients to `x`, the weights and the
+# biases).
 
 # %% nbgrader={"grade": false, "grade_id": "glu", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def glu(x: torch.Tensor, w_gate: torch.Tensor, b_gate: torch.Tensor, w_value: torch.Tensor,
@@ -174,7 +175,7 @@ def _hidden_tests() -> bool:
     for lead, width_in, width_out, variant, dtype in [
         ((7,), 4, 6, "glu", torch.float64), ((2, 3, 2), 5, 3, "swiglu", torch.float32),
         ((3, 4), 4, 4, "reglu", torch.float64), ((1, 6), 2, 8, "bilinear", torch.float32),
-        ((2, 2, 3), 4, 4, "geglu", torch.float64),
+        ((2, 2, 3), 4, 4, "geglu", torch.float64), ((), 3, 5, "swiglu", torch.float64),
     ]:
         unit_ref = tfcourse.glu.GLU(width_in, width_out, variant=variant).to(dtype)
         with torch.no_grad():
@@ -186,22 +187,36 @@ def _hidden_tests() -> bool:
         upstream = torch.randn(expected_out.shape, generator=gen, dtype=dtype)
         expected_grads = torch.autograd.grad((expected_out * upstream).sum(),
                                              [inputs_ref, unit_ref.gate.weight,
-                                              unit_ref.value.weight])
+                                              unit_ref.gate.bias, unit_ref.value.weight,
+                                              unit_ref.value.bias])
         leaves = [inputs_ref.detach().clone().requires_grad_(),
                   unit_ref.gate.weight.detach().T.clone().requires_grad_(),
-                  unit_ref.value.weight.detach().T.clone().requires_grad_()]
+                  unit_ref.gate.bias.detach().clone().requires_grad_(),
+                  unit_ref.value.weight.detach().T.clone().requires_grad_(),
+                  unit_ref.value.bias.detach().clone().requires_grad_()]
         with checks.forbid(*blocked, task="Exercise 1"):
-            result = glu(leaves[0], leaves[1], unit_ref.gate.bias.detach(), leaves[2],
-                         unit_ref.value.bias.detach(), tfcourse.glu.GATES[variant])
+            result = glu(*leaves, tfcourse.glu.GATES[variant])
         label = (f"glu on x {(*lead, width_in)} {dtype}, weights ({width_in}, {width_out}), "
                  f"the {variant} gate")
         checks.expect_close(result, expected_out.detach(), label)
         (result * upstream).sum().backward()
-        for part, leaf, grad_ref in zip(("x", "w_gate", "w_value"), leaves,
+        for part, leaf, grad_ref in zip(("x", "w_gate", "b_gate", "w_value", "b_value"), leaves,
                                         (expected_grads[0], expected_grads[1].T,
-                                         expected_grads[2].T), strict=True):
+                                         expected_grads[2], expected_grads[3].T,
+                                         expected_grads[4]), strict=True):
             assert leaf.grad is not None, f"{label}: no gradient reaches {part}"
             checks.expect_close(leaf.grad, grad_ref, f"the gradient of {part} in {label}")
+    # called without an activation: the default, F.gelu, the exact GELU
+    x, w_gate, w_value = (torch.randn(*shape, generator=gen, dtype=torch.float64)
+                          for shape in ((3, 5), (5, 4), (5, 4)))
+    b_gate, b_value = (torch.randn(4, generator=gen, dtype=torch.float64) for _ in range(2))
+    with checks.forbid(*blocked, task="Exercise 1"):
+        result = glu(x, w_gate, b_gate, w_value, b_value)
+    checks.expect_close(
+        result, torch.nn.functional.gelu(x @ w_gate + b_gate) * (x @ w_value + b_value),
+        "glu(x (3, 5), weights (5, 4)) called without an activation, float64",
+        hint="without an activation, glu uses its default, activation=F.gelu (the exact GELU): "
+             "keep that default in the signature")
     return True
 
 
@@ -216,8 +231,11 @@ assert _hidden_tests()
 # are normalised again, over the hidden width F, by **one** layer norm that the two branches
 # share, applied to the gate **after** its GELU; the product is projected back down to C:
 #
-# $$u = \operatorname{LN}_F\!\big(\operatorname{GELU}(x W_1 + b_1)\big), \qquad
-# v = \operatorname{LN}_F(x W_2 + b_2), \qquad y = (u \odot v)\, W_3 + b_3 .$$
+# $$\begin{aligned}
+# u &= \operatorname{LN}_F\!\big(\operatorname{GELU}(x W_1 + b_1)\big), \\
+# v &= \operatorname{LN}_F(x W_2 + b_2), \\
+# y &= (u \odot v)\, W_3 + b_3 .
+# \end{aligned}$$
 #
 # ```
 # x (…, C) ─ gate_proj ─ GELU ─ norm ─ u (…, F) ─┐
@@ -243,8 +261,9 @@ assert _hidden_tests()
 #   module's weight and bias) loses the learned scale and shift; normalise the branches, not
 #   their product.
 #
-# **Points:** self-check 2, hidden tests 2 (other widths, inputs of two and four axes, float64,
-# gradients to the input and to the shared norm).
+# **Points:** self-check 2, hidden tests 2 (other widths, inputs of one, two and four axes,
+# float64, gradients to the input and to every parameter of the unit, the shared norm's
+# included).
 
 # %% nbgrader={"grade": false, "grade_id": "gating", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def gating_unit(x: torch.Tensor, unit: nn.Module) -> torch.Tensor:
@@ -329,6 +348,7 @@ def _hidden_tests() -> bool:
     for lead, width, hidden_width, dtype in [
         ((5,), 3, 7, torch.float64), ((2, 4), 8, 4, torch.float32),
         ((2, 3, 2), 5, 5, torch.float64), ((1, 9), 6, 12, torch.float32),
+        ((), 4, 6, torch.float64),
     ]:
         torch.manual_seed(int(torch.randint(1000, (1,), generator=gen)))
         module_ref = tfcourse.activator.ActivatorGatingUnit(width, hidden_width).to(dtype)
@@ -336,24 +356,26 @@ def _hidden_tests() -> bool:
             module_ref.norm.weight.normal_(generator=gen)
             module_ref.norm.bias.normal_(generator=gen)
         sample = torch.randn(*lead, width, generator=gen, dtype=dtype)
-        expected_out = module_ref(sample)
+        sample_ref = sample.clone().requires_grad_()
+        expected_out = module_ref(sample_ref)
         upstream = torch.randn(expected_out.shape, generator=gen, dtype=dtype)
-        shared = (module_ref.norm.weight, module_ref.norm.bias)
-        expected_grads = torch.autograd.grad((expected_out * upstream).sum(), shared)
+        names, params = zip(*module_ref.named_parameters(), strict=True)
+        expected_grads = torch.autograd.grad((expected_out * upstream).sum(),
+                                             [sample_ref, *params])
         sample_leaf = sample.clone().requires_grad_()
         with checks.forbid(*blocked, task="Exercise 2"):
             result = gating_unit(sample_leaf, module_ref)
         label = (f"gating_unit on x {(*lead, width)} {dtype}, ActivatorGatingUnit({width}, "
                  f"{hidden_width}) with a learned norm")
         checks.expect_close(result, expected_out.detach(), label)
-        result_grads = torch.autograd.grad((result * upstream).sum(), [sample_leaf, *shared],
+        result_grads = torch.autograd.grad((result * upstream).sum(), [sample_leaf, *params],
                                            allow_unused=True)
-        assert result_grads[0] is not None, f"{label}: no gradient reaches x"
-        for part, got_grad, want_grad in zip(("weight", "bias"), result_grads[1:],
-                                             expected_grads, strict=True):
-            assert got_grad is not None, f"{label}: the shared norm's {part} gets no gradient"
-            checks.expect_close(got_grad, want_grad,
-                                f"the gradient of the shared norm's {part} in {label}")
+        for part, got_grad, want_grad in zip(("x", *(f"unit.{n}" for n in names)),
+                                             result_grads, expected_grads, strict=True):
+            assert got_grad is not None, f"{label}: no gradient reaches {part}"
+            checks.expect_close(got_grad, want_grad, f"the gradient of {part} in {label}",
+                                hint="the norm is shared: unit.norm serves both branches"
+                                if part.startswith("unit.norm") else None)
     return True
 
 
@@ -369,9 +391,11 @@ assert _hidden_tests()
 # $y = x' + \operatorname{FFN}(\operatorname{LN}(x'))$; the reduced block keeps only the first
 # residual, $y = x'$. The classifier around the blocks is simpler than a ViT's:
 #
-# $$z_0 = [\,x_p^1 E;\ x_p^2 E;\ \dots;\ x_p^N E\,], \qquad
-# z_\ell = \operatorname{block}_\ell(z_{\ell-1}), \qquad
-# \text{logits} = \operatorname{head}\Big(\frac1N \sum_{i=1}^{N} z_L^i\Big).$$
+# $$\begin{aligned}
+# z_0 &= [\,x_p^1 E;\ x_p^2 E;\ \dots;\ x_p^N E\,], \qquad
+# z_\ell = \operatorname{block}_\ell(z_{\ell-1}), \\
+# \text{logits} &= \operatorname{head}\Big(\frac1N \sum_{i=1}^{N} z_L^i\Big).
+# \end{aligned}$$
 #
 # * **The patcher** is the convolution of chapter 4, `tfcourse.PatchEmbedding`: (B, K, I, I)
 #   images to (B, N, C) patch vectors.
@@ -620,9 +644,11 @@ assert _hidden_tests()
 #   is at row $n$ // (I/P) and column $n$ % (I/P) of the grid, in units of P pixels; change every
 #   patch, not only the first; return a Python bool (`bool(...)`), not a tensor.
 #
-# **Points:** self-check 2, hidden tests 2 (models that mix in one direction only, other patch
-# sizes, three channels, a batch of one, float64, a tiny cross-patch term below the tolerance and
-# a small one above it, the images unchanged).
+# **Points:** self-check 2, hidden tests 2 (models that mix in one direction only, only through
+# patch 0, only through one faint feature of one patch, only through one channel, only in one
+# image of the batch, or by features that move down; other patch sizes, three channels, a batch
+# of one, float64, a tiny cross-patch term below the tolerance and a small one above it, another
+# `atol`, the images unchanged).
 
 # %% nbgrader={"grade": false, "grade_id": "vit_features", "locked": true, "schema_version": 3, "solution": false, "task": false}
 def vit_patch_features(model: tfcourse.VisionTransformer, images: torch.Tensor) -> torch.Tensor:
@@ -771,6 +797,30 @@ def _hidden_tests() -> bool:
         own = tfcourse.vit.patchify(pix, step)
         return own + scale * own.mean(dim=1, keepdim=True)
 
+    def _reads_patch_0(pix, step):  # only patch 1 reads another patch, patch 0
+        own = tfcourse.vit.patchify(pix, step)
+        return torch.cat([own[:, :1], own[:, 1:2] + 0.5 * own[:, :1], own[:, 2:]], dim=1)
+
+    def _faint_pair(pix, step):  # only patch 9 reads another patch, patch 10, by 1e-4
+        own = tfcourse.vit.patchify(pix, step)
+        return torch.cat([own[:, :9], own[:, 9:10] + 1e-4 * own[:, 10:11], own[:, 10:]], dim=1)
+
+    def _last_channel(pix, step):  # each patch, and the mean of the last channel's patches
+        own = tfcourse.vit.patchify(pix, step)  # (B, N, K·P·P)
+        shared = tfcourse.vit.patchify(pix[:, -1:], step).mean(dim=1, keepdim=True)  # (B, 1, P·P)
+        return torch.cat([own, 0.1 * shared.expand(-1, own.shape[1], -1)], dim=-1)
+
+    def _bright_only(pix, step):  # mixes in the images whose mean pixel exceeds 5 only
+        bright = (pix.mean(dim=(1, 2, 3)) > 5).to(pix.dtype)[:, None, None]  # (B, 1, 1)
+        return _faint(pix, step, 0.1 * bright)
+
+    def _downwards(pix, step):  # each patch minus half the patch before it
+        own = tfcourse.vit.patchify(pix, step)
+        return torch.cat([own[:, :1], own[:, 1:] - 0.5 * own[:, :-1]], dim=1)
+
+    def _second_bright(pix):  # the second image's pixels in [10, 11): it alone mixes
+        return pix + torch.tensor([0.0, 10.0], dtype=pix.dtype)[:, None, None, None]
+
     torch.manual_seed(65)
     act_rgb = tfcourse.activator.ActivatorClassifier(
         image_size=6, patch_size=2, in_channels=3, d_model=8, d_hidden=8, num_layers=1,
@@ -778,35 +828,65 @@ def _hidden_tests() -> bool:
     vit_mean = tfcourse.vit.VisionTransformer(
         image_size=6, patch_size=3, in_channels=3, d_model=8, num_heads=2, num_layers=1,
         d_ff=8, pool="mean").eval()
+    float32, float64 = torch.float32, torch.float64
+    # label, features, image side, patch size, channels, dtype, atol, batch sizes, expected
     cases_mixing = [
-        ("a running sum over the patches", lambda pix: _forward_only(pix, 2), 8, 2, True),
+        ("a running sum over the patches", lambda pix: _forward_only(pix, 2), 8, 2, 1,
+         float32, 1e-5, (1, 2), True),
         ("a running sum from the last patch back", lambda pix: _backward_only(pix, 2), 8, 2,
-         True),
+         1, float32, 1e-5, (1, 2), True),
         ("a model in which only the last patch is read by another",
-         lambda pix: _one_pair(pix, 3), 9, 3, True),
+         lambda pix: _one_pair(pix, 3), 9, 3, 1, float32, 1e-5, (1, 2), True),
         ("each patch plus 0.01 x the mean over the patches",
-         lambda pix: _faint(pix, 2, 1e-2), 4, 2, True),
+         lambda pix: _faint(pix, 2, 1e-2), 4, 2, 1, float32, 1e-5, (1, 2), True),
         ("each patch plus 1e-9 x the mean over the patches (below the tolerance)",
-         lambda pix: _faint(pix, 2, 1e-9), 4, 2, False),
+         lambda pix: _faint(pix, 2, 1e-9), 4, 2, 1, float32, 1e-5, (1, 2), False),
         ("patch vectors recentred over the patches and shifted back",
-         lambda pix: _recentred(pix, 2), 12, 2, False),
-        ("a reduced Activator on RGB images, float64", act_rgb.features, 6, 2, False),
+         lambda pix: _recentred(pix, 2), 12, 2, 1, float32, 1e-5, (1, 2), False),
+        ("a reduced Activator on RGB images, float64", act_rgb.features, 6, 2, 3, float64,
+         1e-5, (1, 2), False),
         ("a mean-pooled ViT with no class token",
-         lambda pix: vit_patch_features(vit_mean, pix), 6, 3, True),
+         lambda pix: vit_patch_features(vit_mean, pix), 6, 3, 3, float32, 1e-5, (1, 2), True),
+        ("a model in which only patch 0 is read by another (patch 1)",
+         lambda pix: _reads_patch_0(pix, 2), 6, 2, 1, float32, 1e-5, (2,), True),
+        ("a model in which one patch of 64 reads one other, by 1e-4 x its features",
+         lambda pix: _faint_pair(pix, 2), 16, 2, 1, float32, 1e-5, (2,), True),
+        ("a model that mixes the patches through the last of three channels only",
+         lambda pix: _last_channel(pix, 2), 6, 2, 3, float32, 1e-5, (2,), True),
+        ("a model that mixes in its second image only (the brighter one)",
+         lambda pix: _bright_only(pix, 2), 6, 2, 1, float32, 1e-5, (2,), True),
+        ("each patch minus half the patch before it (features that move down)",
+         lambda pix: _downwards(pix, 2), 4, 2, 1, float64, 1e-5, (1,), True),
+        ("each patch plus 0.01 x the mean over the patches, atol = 1",
+         lambda pix: _faint(pix, 2, 1e-2), 4, 2, 1, float32, 1.0, (2,), False),
     ]
-    for label, fn, side, step, expected_answer in cases_mixing:
-        for nb in (1, 2):
-            channels = 3 if "RGB" in label or "ViT" in label else 1
-            kind = torch.float64 if "float64" in label else torch.float32
+    hints = {
+        "only patch 0": "change every patch, patch 0 included: for n in range(N)",
+        "by 1e-4": "compare the largest change of a feature with atol: a mean over the features "
+                   "and patches averages a faint change away",
+        "last of three": "change patch n in every channel, images[:, :, rows, columns], not in "
+                         "one channel only",
+        "second image": "change patch n in every image of the batch, and compare every image",
+        "move down": "compare the absolute change, (new - old).abs(): a feature that moves down "
+                     "moves too",
+        "atol = 1": "use the atol you are given",
+    }
+    for label, fn, side, step, channels, kind, tolerance, batches, expected_answer in (
+            cases_mixing):
+        for nb in batches:
             pixels = torch.rand(nb, channels, side, side, generator=gen, dtype=kind)
+            if "second image" in label:
+                pixels = _second_bright(pixels)
             untouched = pixels.clone()
-            answer = mixes_tokens(fn, pixels, step)
+            answer = mixes_tokens(fn, pixels, step, tolerance)
             assert torch.equal(pixels, untouched), f"mixes_tokens changed the images ({label})"
             assert isinstance(answer, bool), (
                 f"mixes_tokens returned a {type(answer).__name__} for {label}, not a bool")
+            hint = next((h for key, h in hints.items() if key in label), None)
             assert answer is expected_answer, (
                 f"mixes_tokens on {label}, {nb} image(s) of {side}x{side} pixels, patch size "
-                f"{step}: {answer}, expected {expected_answer}")
+                f"{step}, atol={tolerance}: {answer}, expected {expected_answer}"
+                + (f": {hint}" if hint else ""))
     return True
 
 

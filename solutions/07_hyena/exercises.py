@@ -604,8 +604,11 @@ assert _hidden_tests()
 # convolution, which mixes the positions with a filter that does not depend on the data, and a
 # gate, which multiplies element by element with a projection of the data:
 #
-# $$z^1 = v, \qquad z^{n+1} = x^n \odot \big(h^n * z^n + b^n \odot z^n\big)
-# \quad (n = 1, \dots, N), \qquad y = z^{N+1}.$$
+# $$\begin{aligned}
+# z^1 &= v, \\
+# z^{n+1} &= x^n \odot \big(h^n * z^n + b^n \odot z^n\big) \quad (n = 1, \dots, N), \\
+# y &= z^{N+1}.
+# \end{aligned}$$
 #
 # $h^n * z^n$ is the causal convolution of Exercise 1 with the long filter $h^n$ (C, T) of
 # Exercise 3, each channel with its own filter; $b^n \in \mathbb{R}^C$ is a learned skip, one
@@ -816,8 +819,10 @@ assert _hidden_tests()
 #   first; use the `atol` you are given; return a Python bool (`bool(...)`), not a tensor.
 #
 # **Points:** self-check 1, hidden tests 2 (a leak at one cut only, a leak from the far end, a
-# leak of either sign, a tiny leak below the tolerance and a small one above it, another `atol`,
-# float64, a batch of one, $T = 1$ and $T = 2$, `x` unchanged).
+# leak of either sign, a tiny leak below the tolerance and a small one above it, a faint leak at
+# one position of a long sequence, a small leak on large outputs, a leak in one channel only or
+# in one batch row only, another `atol`, float64, a batch of one, $T = 1$ and $T = 2$, `x`
+# unchanged).
 
 # %% nbgrader={"grade": false, "grade_id": "leak", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def leaks_future(op, x: torch.Tensor, atol: float = 1e-5) -> bool:
@@ -951,6 +956,26 @@ def _hidden_tests() -> bool:
     def _fft(u):
         return tfcourse.hyena.fft_causal_conv(u, taps[:, :u.shape[-1]].to(u.dtype))
 
+    def _faint_one_position(u):  # of 32 positions, only the second-to-last reads the last, by 1e-4
+        out = u.clone()
+        out[..., -2] = out[..., -2] + 1e-4 * u[..., -1]
+        return out
+
+    def _large(u):  # 1000 + u_t + 1e-3 u_(t+1): a leak far below 1e-5 of the outputs' size
+        return 1000 + u + 1e-3 * torch.nn.functional.pad(u[..., 1:], (0, 1))
+
+    def _second_channel(u):  # only channel 1 reads its next position
+        out = u.clone()
+        out[:, 1, :-1] = out[:, 1, :-1] + 0.5 * u[:, 1, 1:]
+        return out
+
+    def _bright_rows(u):  # leaks in the batch rows whose mean exceeds 5 only
+        bright = (u.mean(dim=(1, 2)) > 5).to(u.dtype)[:, None, None]  # (B, 1, 1)
+        return u + 0.5 * bright * torch.nn.functional.pad(u[..., 1:], (0, 1))
+
+    def _second_row_bright(u):  # the second batch row's inputs around 10: it alone leaks
+        return u + torch.tensor([0.0, 10.0], dtype=u.dtype)[:, None, None]
+
     cases = [
         ("a leak at the last cut only", _last_cut_only, (2, 2, 10), torch.float32, 1e-5, True),
         ("a leak from the last position to the first", _far_end, (1, 2, 8), torch.float64,
@@ -970,18 +995,42 @@ def _hidden_tests() -> bool:
         ("a causal convolution by FFT, float64", _fft, (1, 2, 10), torch.float64, 1e-9, False),
         ("a causal convolution by FFT, one position", _fft, (2, 2, 1), torch.float32, 1e-5,
          False),
+        ("an operator whose second-to-last output reads the last input by 1e-4, of 32 "
+         "positions", _faint_one_position, (2, 4, 32), torch.float32, 1e-5, True),
+        ("y_t = 1000 + u_t + 1e-3 u_(t+1), large outputs", _large, (2, 3, 8), torch.float64,
+         1e-5, True),
+        ("an operator whose channel 1 alone reads the future, of 3 channels", _second_channel,
+         (2, 3, 6), torch.float32, 1e-5, True),
+        ("an operator that leaks in its second batch row only (the larger inputs)", _bright_rows,
+         (2, 2, 6), torch.float32, 1e-5, True),
     ]
+    hints = {
+        "by 1e-4": "compare the largest change of an output with atol: a mean over the outputs "
+                   "averages a faint leak away",
+        "large outputs": "compare the absolute difference with atol alone: torch.allclose adds "
+                         "rtol * |b| (1e-5 of 1000 is 0.01), pass rtol=0",
+        "channel 1": "change the inputs after t in every channel, x[..., t + 1:], not in one",
+        "second batch row": "change the inputs after t in every batch row, and compare every "
+                            "row",
+        "u_t - 0.1": "compare the absolute change, (new - old).abs(): an output that moves down "
+                     "moves too",
+        "atol = 0.1": "use the atol you are given",
+        "two positions": "with T = 2 there is one cut, t = 0: try every cut t = 0, ..., T - 2",
+    }
     for label, fn, shape, dtype, tolerance, expected_answer in cases:
         signal = torch.randn(*shape, generator=gen, dtype=dtype)
+        if "second batch row" in label:
+            signal = _second_row_bright(signal)
         untouched = signal.clone()
         with checks.forbid(*blocked, task="Exercise 5"):
             answer = leaks_future(fn, signal, tolerance)
         assert torch.equal(signal, untouched), f"leaks_future changed x ({label})"
         assert isinstance(answer, bool), (
             f"leaks_future returned a {type(answer).__name__} for {label}, not a bool")
+        hint = next((h for key, h in hints.items() if key in label), None)
         assert answer is expected_answer, (
             f"leaks_future on {label}, x {shape} {dtype}, atol={tolerance}: {answer}, "
-            f"expected {expected_answer}")
+            f"expected {expected_answer}" + (f": {hint}" if hint else ""))
     return True
 
 

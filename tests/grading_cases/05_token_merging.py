@@ -2,16 +2,19 @@
 
 The mistakes are the classic ones of chapter 5: a matching by the plain dot product instead of
 the cosine similarity, that keeps the least similar edges, splits the tokens into halves instead
-of alternately, merges the class token, draws the edges from B to A, takes the best pairs of the
-whole similarity matrix (one A token twice), returns positions instead of indices, shifts the A
-indices by one, merges more than half the tokens (r not cut, or cut to ⌊T/2⌋), normalises its
-input in place or matches the first image only; a merge by a plain mean, by the count instead of
-the sizes, not divided, with the sizes not added, with several A tokens into one B token that
-overwrite each other, the B tokens first, the merged A tokens left in, writing into its input or
-accumulating in float32; proportional attention with s instead of log s, log s along the queries
-or before the scaling, no sizes at all, sizes on the values or after the softmax, the first
-image's sizes for all, a wrong scale; token counts without the cut, cut against the first layer
-only or to ⌊T/2⌋, or without T_0; and calls to the reference or to PyTorch's fused attention.
+of alternately, merges the class token, protects it with 0 instead of −∞ (a kept edge can have a
+negative cosine), draws the edges from B to A, takes the best pairs of the whole similarity
+matrix (one A token twice), returns positions instead of indices, shifts the A indices by one,
+merges more than half the tokens (r not cut, or cut to ⌊T/2⌋), normalises its input in place or
+matches the first image only; a merge by a plain mean, by the count instead of the sizes, not
+divided, with the sizes not added, with several A tokens into one B token that overwrite each
+other, the B tokens first, the merged A tokens left in, writing into its input, accumulating in
+float32 or weighting in float32 (a float16 merge comes out float32); proportional attention with
+s instead of log s, log s along the queries or before the scaling, no sizes at all, sizes on the
+values or after the softmax, the first image's sizes for all, a wrong scale, or each key
+repeated s times (right for whole sizes only); token counts without the cut, cut against the
+first layer only or to ⌊T/2⌋, without T_0, or returned as a tensor instead of a list of ints; and
+calls to the reference or to PyTorch's fused attention.
 """
 
 from grading_cases import edit, exercises, function
@@ -189,6 +192,11 @@ CASES = {
             "unit[:, ::2] @", "unit[:, 2::2] @"), ('scores[:, 0] = float("-inf")\n', ""))},
         "loses": "match", "fails": MATCH,
     },
+    "match_class_token_protected_with_zero": {  # 0 is not -inf: cosines can be negative
+        "replace": {"match": edit(MATCH_RIGHT, match, ('scores[:, 0] = float("-inf")',
+                                                       "scores[:, 0] = 0"))},
+        "loses": "match", "fails": ("match_hidden",),
+    },
     "match_r_not_cut": {  # r = 100 takes the class token's -inf edge too
         "replace": {"match": edit(MATCH_RIGHT, match, ("r = min(r, (T - 1) // 2)\n", ""))},
         "loses": "match", "fails": MATCH,
@@ -283,6 +291,10 @@ return found.src // 2, found.dst // 2
             "accumulate=True)"))},
         "loses": "merge", "fails": ("merge_hidden",),
     },
+    "merge_weights_in_float32": {  # right in float32 and float64; float16 comes out float32
+        "replace": {"merge": edit(MERGE_RIGHT, merge, ("weight = size", "weight = size.float()"))},
+        "loses": "merge", "fails": ("merge_hidden",),
+    },
     "merge_calls_tfcourse": {
         "replace": {"merge": merge('''
 import tfcourse.tome
@@ -350,6 +362,19 @@ return tfcourse.tome.merge_tokens(x, size, found)
             "math.sqrt(q.shape[-1])", "q.shape[-1]"))},
         "loses": "attention", "fails": ATTENTION,
     },
+    "attention_sizes_as_repeat_counts": {  # each key repeated s times: whole sizes only
+        "replace": {"attention": attention('''
+outputs = []
+for b in range(q.shape[0]):
+    repeats = size[b, :, 0].long()
+    keys = k[b].repeat_interleave(repeats, dim=1)
+    values = v[b].repeat_interleave(repeats, dim=1)
+    scores = q[b] @ keys.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    outputs.append(torch.softmax(scores, dim=-1) @ values)
+return torch.stack(outputs)
+''')},
+        "loses": "attention", "fails": ("attention_hidden",),
+    },
     "attention_calls_sdpa": {
         "replace": {"attention": attention('''
 mask = size.log().squeeze(-1)[:, None, None, :]
@@ -383,6 +408,11 @@ return tfcourse.tome.proportional_attention(q, k, v, size)
     "counts_without_t0": {
         "replace": {"counts": edit(COUNTS_RIGHT, counts, ("return counts", "return counts[1:]"))},
         "loses": "counts", "fails": COUNTS,
+    },
+    "counts_returns_a_tensor": {  # equal element by element, but not the list of ints asked for
+        "replace": {"counts": edit(COUNTS_RIGHT, counts, ("return counts",
+                                                          "return torch.tensor(counts)"))},
+        "loses": "counts", "fails": ("counts_hidden",),
     },
     "counts_calls_tfcourse": {
         "replace": {"counts": counts('''

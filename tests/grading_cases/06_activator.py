@@ -1,14 +1,16 @@
 """Submissions that tests/test_grading.py grades for the assignment 06_activator.
 
 The mistakes are the classic ones of chapter 6: a gated linear unit with the activation on the
-value or on the product, the gate's bias outside the activation, GELU hard-coded, the weights
-transposed, or written for three axes only; a gating unit with a second norm where one is
-shared, GELU on the value branch, the norm before the GELU, a branch left unnormalised, or the
-product normalised; a classifier with a class token, a position embedding or a final norm added,
-pooled from token 0 or over the features, with each block applied to the patch vectors, or with
-the reduced flag ignored; a token-mixing test that compares exactly where rounding leaves about
-1e-7, compares the changed patch too or only, changes the whole image, piles up its changes in
-the caller's images, swaps the grid's rows and columns, changes the first patch only, or returns
+value or on the product, the gate's bias outside the activation, GELU hard-coded, a sigmoid as
+the default activation, the weights transposed, or written for three axes only; a gating unit
+with a second norm where one is shared, GELU on the value branch, the norm before the GELU, a
+branch left unnormalised, or the product normalised; a classifier with a class token, a position
+embedding or a final norm added, pooled from token 0 or over the features, with each block
+applied to the patch vectors, or with the reduced flag ignored; a token-mixing test that compares
+exactly where rounding leaves about 1e-7, compares the changed patch too or only, changes the
+whole image, piles up its changes in the caller's images, swaps the grid's rows and columns,
+changes the first patch only, skips patch 0, compares the mean change instead of the largest,
+changes one channel or the first image only, forgets the absolute value, ignores atol, or returns
 a tensor; and calls to the reference.
 """
 
@@ -288,6 +290,11 @@ CASES = {
         ))},
         "loses": "glu", "fails": ("glu_hidden",),
     },
+    "glu_default_sigmoid": {  # the default activation is F.gelu, not Dauphin's sigmoid
+        "replace": {"glu": function("glu(x, w_gate, b_gate, w_value, b_value, "
+                                    "activation=torch.sigmoid)", GLU_RIGHT)},
+        "loses": "glu", "fails": ("glu_hidden",),
+    },
     "glu_calls_tfcourse": {
         "replace": {"glu": glu('''
 unit_glu = tfcourse.GLU(w_gate.shape[0], w_gate.shape[1], variant="geglu").to(x.dtype)
@@ -445,6 +452,38 @@ class Activator(tfcourse.ActivatorClassifier):
     "mixing_first_patch_only": {  # misses a model that mixes backwards only
         "replace": {"mixing": edit(MIXING_RIGHT, mixing, ("for n in range(base.shape[1]):",
                                                           "for n in range(1):"))},
+        "loses": "mixing", "fails": ("mixing_hidden",),
+    },
+    "mixing_skips_patch_0": {  # misses a model in which only patch 0 is read by another
+        "replace": {"mixing": edit(MIXING_RIGHT, mixing, ("for n in range(base.shape[1]):",
+                                                          "for n in range(1, base.shape[1]):"))},
+        "loses": "mixing", "fails": ("mixing_hidden",),
+    },
+    "mixing_mean_change": {  # one faint cross-patch feature is averaged away
+        "replace": {"mixing": edit(MIXING_RIGHT, mixing, ("if moved.max() > atol:",
+                                                          "if moved.mean() > atol:"))},
+        "loses": "mixing", "fails": ("mixing_hidden",),
+    },
+    "mixing_one_channel_changed": {  # misses a model that mixes through another channel
+        "replace": {"mixing": edit(MIXING_RIGHT, mixing, (
+            "changed[..., r * P:(r + 1) * P, c * P:(c + 1) * P] += 1.0",
+            "changed[:, 0, r * P:(r + 1) * P, c * P:(c + 1) * P] += 1.0"))},
+        "loses": "mixing", "fails": ("mixing_hidden",),
+    },
+    "mixing_first_image_only": {  # misses a model that mixes in some images only
+        "replace": {"mixing": edit(MIXING_RIGHT, mixing, (
+            "changed[..., r * P:(r + 1) * P, c * P:(c + 1) * P] += 1.0",
+            "changed[0, :, r * P:(r + 1) * P, c * P:(c + 1) * P] += 1.0"))},
+        "loses": "mixing", "fails": ("mixing_hidden",),
+    },
+    "mixing_without_abs": {  # a feature that moves down goes unseen
+        "replace": {"mixing": edit(MIXING_RIGHT, mixing, (
+            "moved = (features(changed) - base).abs()", "moved = features(changed) - base"))},
+        "loses": "mixing", "fails": ("mixing_hidden",),
+    },
+    "mixing_atol_ignored": {
+        "replace": {"mixing": edit(MIXING_RIGHT, mixing, ("if moved.max() > atol:",
+                                                          "if moved.max() > 1e-5:"))},
         "loses": "mixing", "fails": ("mixing_hidden",),
     },
     "mixing_returns_a_tensor": {

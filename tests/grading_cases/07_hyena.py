@@ -12,8 +12,10 @@ without 2π, reshaped instead of transposed, left as (T, C), or made in float32 
 recurrence that gates before the convolution, takes the gates or the filters in reverse, drops
 the skip or puts it outside the gate, broadcasts it along the wrong axis, convolves circularly or
 knows two gates only; a causality test that compares exactly, changes the input at t too,
-compares every output, tries the middle cut only, changes the caller's tensor, forgets the
-absolute value, ignores atol or returns a tensor; and calls to the reference.
+compares every output, tries the middle cut only or skips cut 0, changes the caller's tensor,
+forgets the absolute value, compares the mean change instead of the largest, uses
+torch.allclose with its default rtol (large outputs hide a leak), changes one channel or the
+first batch row only, ignores atol or returns a tensor; and calls to the reference.
 """
 
 from grading_cases import edit, exercises, function
@@ -558,6 +560,32 @@ return x2 * (tfcourse.fft_causal_conv(z, filters[1]) + skips[1, :, None] * z)
     "leak_atol_ignored": {
         "replace": {"leak": edit(LEAK_RIGHT, leak, ("if moved.max() > atol:",
                                                     "if moved.max() > 1e-5:"))},
+        "loses": "leak", "fails": ("leak_hidden",),
+    },
+    "leak_skips_cut_0": {  # misses a leak into position 0 alone (the only cut when T = 2)
+        "replace": {"leak": edit(LEAK_RIGHT, leak, ("for t in range(T - 1):",
+                                                    "for t in range(1, T - 1):"))},
+        "loses": "leak", "fails": ("leak_hidden",),
+    },
+    "leak_mean_change": {  # a faint leak at one position is averaged away
+        "replace": {"leak": edit(LEAK_RIGHT, leak, ("if moved.max() > atol:",
+                                                    "if moved.mean() > atol:"))},
+        "loses": "leak", "fails": ("leak_hidden",),
+    },
+    "leak_allclose_default_rtol": {  # |a - b| <= atol + 1e-5 |b|: large outputs hide a leak
+        "replace": {"leak": edit(LEAK_RIGHT, leak, (
+            "moved = (op(changed) - base)[..., :t + 1].abs()\n        if moved.max() > atol:",
+            "if not torch.allclose(op(changed)[..., :t + 1], base[..., :t + 1], atol=atol):"))},
+        "loses": "leak", "fails": ("leak_hidden",),
+    },
+    "leak_one_channel_changed": {  # misses a leak through another channel
+        "replace": {"leak": edit(LEAK_RIGHT, leak, ("changed[..., t + 1:] += 1.0",
+                                                    "changed[:, 0, t + 1:] += 1.0"))},
+        "loses": "leak", "fails": ("leak_hidden",),
+    },
+    "leak_first_row_only": {  # misses an operator that leaks in some batch rows only
+        "replace": {"leak": edit(LEAK_RIGHT, leak, ("changed[..., t + 1:] += 1.0",
+                                                    "changed[0, :, t + 1:] += 1.0"))},
         "loses": "leak", "fails": ("leak_hidden",),
     },
     "leak_returns_a_tensor": {
