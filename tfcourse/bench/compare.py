@@ -527,9 +527,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ValueError as error:
         parser.error(f"argument --width: {error}")
     print(f"python -m tfcourse.bench compare {' '.join(sys.argv[2:] if argv is None else argv)}")
-    print(f"on {device} ({_machine(device)}), torch {torch.__version__}, width {args.width}, "
-          f"parameters without the embeddings: "
-          + ", ".join(f"{name} {counted_parameters(m):,}" for name, m in models.items()))
+    print(f"on {device} ({_machine(device)}), torch {torch.__version__}")
+    if {"cost", "recall"} & set(args.parts):
+        print(f"sequence models of width {args.width}, parameters without the embeddings: "
+              + ", ".join(f"{name} {counted_parameters(m):,}" for name, m in models.items()))
     if "cost" in args.parts:
         print(f"\ncost: {args.dtype}, batch 1 of random tokens, median of {args.repeats} "
               "interleaved rounds")
