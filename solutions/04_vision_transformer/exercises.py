@@ -414,9 +414,11 @@ assert _hidden_tests()
 # $$z_0 = [\,x_\text{class};\ x_p^1 E;\ x_p^2 E;\ \dots;\ x_p^N E\,] + E_\text{pos}, \qquad
 # E_\text{pos} \in \mathbb{R}^{(N+1) \times C} \qquad \text{(Eq. 1)}$$
 #
-# $$z'_\ell = \operatorname{MSA}(\operatorname{LN}(z_{\ell-1})) + z_{\ell-1}, \quad
-# z_\ell = \operatorname{MLP}(\operatorname{LN}(z'_\ell)) + z'_\ell, \quad \ell = 1, \dots, L
-# \qquad \text{(Eqs. 2, 3)}$$
+# $$\begin{aligned}
+# z'_\ell &= \operatorname{MSA}(\operatorname{LN}(z_{\ell-1})) + z_{\ell-1}, \\
+# z_\ell &= \operatorname{MLP}(\operatorname{LN}(z'_\ell)) + z'_\ell, \quad \ell = 1, \dots, L
+# \qquad \text{(Eqs. 2, 3)}
+# \end{aligned}$$
 #
 # $$y = \operatorname{LN}(z_L^0), \qquad \text{logits} = \operatorname{head}(y)
 # \qquad \text{(Eq. 4)}$$
@@ -651,8 +653,8 @@ assert _hidden_tests()
 # **Write** `attention_rollout(maps)`: `maps` (L, B, H, T, T) floating point, the attention
 # weights of every head of every layer, first layer first (what
 # `tfcourse.VisionTransformer.attention_maps` returns), each row summing to 1. Return the
-# (B, T, T) rollout $\tilde A$ of each batch element, in the dtype of `maps`. Do not change
-# `maps`.
+# (B, T, T) rollout $\tilde A$ of each batch element, in the dtype and on the device of `maps`
+# (float16 and bfloat16 included). Do not change `maps`.
 #
 # - **Allowed:** `mean`, `torch.eye` (with `dtype=maps.dtype, device=maps.device`), `@`,
 #   `torch.matmul`, `torch.bmm`, a loop over the layers.
@@ -660,10 +662,13 @@ assert _hidden_tests()
 # - **Pitfalls:** the heads are dimension 2 of `maps` (dimension 1 of one layer's (B, H, T, T));
 #   `*` multiplies entry by entry, `@` is the matrix product; the order of the product; the
 #   factor $\tfrac12$ (without it the rows sum to $2^L$); an identity made without the dtype of
-#   `maps` is float32, and float32 cannot be multiplied with float64.
+#   `maps` is float32: float32 cannot be multiplied with float64, and float16 plus float32 is
+#   float32; one made without the device of `maps` is on the CPU, where maps on a GPU cannot
+#   meet it.
 #
 # **Points:** self-check 1, hidden tests 2 (one layer, many layers, one head, a batch of one,
-# two tokens, float64, the maps of a ViT, the input unchanged).
+# two tokens, float64, float16 and bfloat16, maps on another device (PyTorch's `meta` device),
+# the maps of a ViT, the input unchanged).
 
 # %% nbgrader={"grade": false, "grade_id": "rollout", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def attention_rollout(maps: torch.Tensor) -> torch.Tensor:
@@ -751,6 +756,23 @@ import tfcourse.vit
 from tfcourse import checks
 
 
+def _on_meta(call, label, hint):
+    """call() on tensors of PyTorch's meta device, which have a device and no values: what it
+    returns must be there too. A tensor made on the default device cannot meet them; an
+    operation that needs the values (.item(), nonzero, bincount) cannot run there, and then the
+    device goes unchecked."""
+    seed = torch.manual_seed  # the first operation on meta tensors imports torch._dynamo, which
+    try:  # rebinds torch.manual_seed: it is put back, as the grading guard expects to find it
+        result = call()
+    except Exception as error:
+        if "device" not in str(error):
+            return
+        raise checks.ContractError(f"{label} fails ({str(error).rstrip('!.')}): {hint}") from None
+    finally:
+        torch.manual_seed = seed
+    checks.expect_device_dtype(result, "meta", None, label)
+
+
 def _hidden_tests() -> bool:
     warnings.simplefilter("ignore")  # a warning on stderr would cost this cell its points
     gen = torch.Generator().manual_seed(44)
@@ -768,14 +790,25 @@ def _hidden_tests() -> bool:
     with torch.no_grad():
         vit.pos_embed.normal_()
     stacks.append(vit.attention_maps(torch.rand(2, 1, 8, 8)))  # (3, 2, 2, 17, 17)
+    for dtype in (torch.float16, torch.bfloat16):  # half precision: kept, not promoted
+        logits = 2 * torch.randn(3, 2, 2, 5, 5, generator=gen, dtype=torch.float64)
+        stacks.append(logits.softmax(dim=-1).to(dtype))
     for weights in stacks:
-        expected_rollout = tfcourse.vit.attention_rollout(weights)
+        # computed in float64 from the same numbers, then rounded to the dtype of the maps
+        expected_rollout = tfcourse.vit.attention_rollout(weights.double()).to(weights.dtype)
         kept = weights.clone()
         with checks.forbid("tfcourse.vit.attention_rollout", task="Exercise 4"):
             result = attention_rollout(weights)
         label = f"attention_rollout on maps {tuple(weights.shape)} {weights.dtype}"
-        checks.expect_close(result, expected_rollout, label)
+        checks.expect_close(result, expected_rollout, label, hint=(
+            "keep the dtype of maps: an identity made without dtype=maps.dtype is float32, and "
+            "float16 + float32 is float32") if result.dtype != weights.dtype else None)
         assert torch.equal(weights, kept), f"{label} changed its input"
+    with checks.forbid("tfcourse.vit.attention_rollout", task="Exercise 4"):  # the device
+        _on_meta(lambda: attention_rollout(torch.empty(2, 2, 3, 5, 5, device="meta")),
+                 "attention_rollout on maps (2, 2, 3, 5, 5) on the meta device",
+                 "make the identity on the device of maps, "
+                 "torch.eye(T, dtype=maps.dtype, device=maps.device)")
     return True
 
 

@@ -249,9 +249,11 @@ assert _hidden_tests()
 # then $B$, then $C$; a second map `dt_proj` (with a bias, the *Parameter* of Algorithm 2) widens
 # the first part back to one step per channel:
 #
-# $$(d,\ B,\ C) = x\,W_x^\top \text{ split into } R,\ N,\ N \text{ columns}, \qquad
-# \Delta = \operatorname{softplus}\big(d\,W_\Delta^\top + b_\Delta\big), \qquad
-# A = -\exp(A_{\log}).$$
+# $$\begin{aligned}
+# (d,\ B,\ C) &= x\,W_x^\top \text{ split into } R,\ N,\ N \text{ columns}, \\
+# \Delta &= \operatorname{softplus}\big(d\,W_\Delta^\top + b_\Delta\big), \qquad
+# A = -\exp(A_{\log}).
+# \end{aligned}$$
 #
 # $\operatorname{softplus}(z) = \log(1 + e^z) > 0$: a step size is positive. $A$ itself does not
 # depend on the input; it is stored as its logarithm $A_{\log}$ so that $A = -\exp(A_{\log})$ is
@@ -459,11 +461,13 @@ assert _hidden_tests()
 #
 # **Write** `selective_scan(x, delta, A, B, C, D)`: `x` and `delta` (B, T, Cᵢ), Δ already
 # positive; `A` (Cᵢ, N), already negative ($-\exp(A_{\log})$: do not negate it again); `B` and `C`
-# (B, T, N); `D` (Cᵢ,); all in one floating dtype. Return $y$, (B, T, Cᵢ), in that dtype, through
-# which gradients flow to the six inputs. Do not change the inputs.
+# (B, T, N); `D` (Cᵢ,); all in one floating dtype and on one device. Return $y$, (B, T, Cᵢ), in
+# that dtype (float16 included) and on that device, through which gradients flow to the six
+# inputs. Do not change the inputs.
 #
 # - **Allowed:** a loop over the positions (this is the reference that Exercise 4 speeds up),
-#   `torch.exp`, `torch.zeros`, indexing, `*`, `+`, `.sum`, `torch.einsum`, `torch.stack`; your
+#   `torch.exp`, `x.new_zeros` or `torch.zeros` (with `dtype=x.dtype, device=x.device`),
+#   indexing, `*`, `+`, `.sum`, `torch.einsum`, `torch.stack`; your
 #   `discretize` of Exercise 1 is the zero-order hold, not the $\bar B$ asked here, but
 #   `tfcourse.discretize(..., method="euler")` is allowed.
 # - **Not allowed:** `tfcourse.selective_scan_sequential`, `tfcourse.selective_scan_parallel`,
@@ -473,11 +477,12 @@ assert _hidden_tests()
 #   multiplies $B_t x_t$ as well; the sum in $y_t$ runs over the $N$ state entries, not over the
 #   channels; build each new state out of place, `h = a * h + b`: an in-place update such as
 #   `h.mul_(a).add_(b)` overwrites the state that the backward pass needs; collect the outputs in
-#   a list and `torch.stack` them.
+#   a list and `torch.stack` them; a state made by `torch.zeros` alone is float32 on the CPU:
+#   float16 inputs would come back as float32, and inputs on a GPU could not meet it.
 #
 # **Points:** self-check 2 (float64, against `tfcourse.selective_scan_sequential`), hidden tests 2
-# (one position, a batch of one, one channel and $N = 1$, $C_i = N$, float32, gradients to the six
-# inputs, the inputs unchanged).
+# (one position, a batch of one, one channel and $N = 1$, $C_i = N$, float32, float16, inputs on
+# another device (PyTorch's `meta` device), gradients to the six inputs, the inputs unchanged).
 
 # %% nbgrader={"grade": false, "grade_id": "selective", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def selective_scan(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
@@ -582,19 +587,37 @@ import tfcourse.ssm
 from tfcourse import checks
 
 
+def _on_meta(call, label, hint):
+    """call() on tensors of PyTorch's meta device, which have a device and no values: what it
+    returns must be there too. A tensor made on the default device cannot meet them; an
+    operation that needs the values (.item(), nonzero, bincount) cannot run there, and then the
+    device goes unchecked."""
+    seed = torch.manual_seed  # the first operation on meta tensors imports torch._dynamo, which
+    try:  # rebinds torch.manual_seed: it is put back, as the grading guard expects to find it
+        result = call()
+    except Exception as error:
+        if "device" not in str(error):
+            return
+        raise checks.ContractError(f"{label} fails ({str(error).rstrip('!.')}): {hint}") from None
+    finally:
+        torch.manual_seed = seed
+    checks.expect_device_dtype(result, "meta", None, label)
+
+
 def _hidden_tests() -> bool:
     warnings.simplefilter("ignore")  # a warning on stderr would cost this cell its points
     gen = torch.Generator().manual_seed(83)
     blocked = ("tfcourse.ssm.selective_scan_sequential", "tfcourse.ssm.selective_scan_parallel",
                "tfcourse.ssm.selective_scan_step", "tfcourse.ssm._step",
                "tfcourse.mamba.MambaMixer.forward")
+
+    def draw(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64)
+
     for batch, length, width, state, dtype in [
         (1, 1, 3, 2, torch.float64), (2, 9, 4, 4, torch.float32), (3, 6, 2, 5, torch.float64),
         (1, 12, 1, 1, torch.float32),
     ]:
-        def draw(*shape):
-            return torch.randn(*shape, generator=gen, dtype=torch.float64)
-
         tensors = [draw(batch, length, width), F.softplus(draw(batch, length, width)),
                    -torch.exp(draw(width, state)), draw(batch, length, state),
                    draw(batch, length, state), draw(width)]
@@ -619,6 +642,24 @@ def _hidden_tests() -> bool:
                 got_grad = torch.zeros_like(want_grad).to(dtype)
             assert got_grad is not None, f"{label}: no gradient reaches {part}"
             checks.expect_close(got_grad, want_grad.to(dtype), f"the gradient of {part} in {label}")
+    # float16: the state keeps the dtype of the inputs (a float32 state would promote y)
+    tensors = [draw(2, 6, 3), F.softplus(draw(2, 6, 3)), -torch.exp(draw(3, 2)), draw(2, 6, 2),
+               draw(2, 6, 2), draw(3)]
+    inputs = [t.half() for t in tensors]
+    expected = tfcourse.ssm.selective_scan_sequential(*[t.double() for t in inputs]).half()
+    label = "selective_scan with (B, T, Ci, N) = (2, 6, 3, 2), torch.float16"
+    with checks.forbid(*blocked, task="Exercise 3"):
+        result = selective_scan(*inputs)
+    checks.expect_close(result, expected, label, rtol=2e-2, atol=1e-2, hint=(
+        "keep the dtype of the inputs: a state made by torch.zeros without dtype=x.dtype is "
+        "float32, and float16 times float32 is float32") if result.dtype != torch.float16 else None)
+    # the device of the inputs
+    shapes = [(2, 4, 3), (2, 4, 3), (3, 2), (2, 4, 2), (2, 4, 2), (3,)]
+    with checks.forbid(*blocked, task="Exercise 3"):
+        _on_meta(lambda: selective_scan(*[torch.empty(s, device="meta") for s in shapes]),
+                 "selective_scan on tensors of the meta device",
+                 "make the state on the device of the inputs, x.new_zeros(...) or "
+                 "torch.zeros(..., dtype=x.dtype, device=x.device)")
     return True
 
 
@@ -661,9 +702,10 @@ assert _hidden_tests()
 #
 # **Write** `linear_recurrence_scan(a, b)`: `a` and `b` of one shape (B, T, ...), the positions
 # on dim 1 and any number of trailing dimensions (none included; for Mamba they are (Cᵢ, N)), one
-# floating dtype, $0 < a_t \le 1$ (as $\exp(\Delta_t A)$ is). Return $h$, of that shape and dtype,
-# with $h_t = a_t h_{t-1} + b_t$ and $h_0 = b_0$, for every $T \ge 1$ (not only powers of two),
-# through which gradients flow to `a` and `b`. Do not change `a` and `b`.
+# floating dtype, one device, $0 < a_t \le 1$ (as $\exp(\Delta_t A)$ is). Return $h$, of that
+# shape and dtype (float16 included) and on that device, with $h_t = a_t h_{t-1} + b_t$ and
+# $h_0 = b_0$, for every $T \ge 1$ (not only powers of two), through which gradients flow to `a`
+# and `b`. Do not change `a` and `b`.
 #
 # - **Allowed:** slicing, `torch.cat`, `F.pad`, `torch.ones_like`, `torch.zeros_like`, `*`, `+`,
 #   `torch.cumsum`, `torch.log`, `torch.exp`, a loop over the rounds, or any other method whose
@@ -682,11 +724,14 @@ assert _hidden_tests()
 #   0 when the $a_t$ are small, as they are when the state forgets fast (the hidden tests use $a_t$
 #   down to $10^{-3}$); its stable form, $h_t = \sum_{s \le t} e^{S_t - S_s} b_s$ with $S$ the
 #   cumulative sum of $\log a$, loses digits in float32 instead, since $S_t$ grows with $t$ while
-#   the differences that matter stay small (compute $S$ in float64 if you take that road).
+#   the differences that matter stay small (compute $S$ in float64 if you take that road); a
+#   tensor that you make (a padding of ones or zeros, a mask) goes on the device of `a`, and its
+#   numbers in the dtype of `a`: `torch.ones_like`, `a.new_ones`, `dtype=a.dtype, device=a.device`.
 #
 # **Points:** self-check 2 (float64, $T = 13$, against the loop), hidden tests 2 ($T$ = 1, 2, 7
-# and 100, no trailing dimension, one, two, float32, fast decays, gradients, the inputs unchanged,
-# the number of operations at $T = 2048$).
+# and 100, no trailing dimension, one, two, float32, float16, inputs on another device (PyTorch's
+# `meta` device), fast decays, gradients, the inputs unchanged, the number of operations at
+# $T = 2048$).
 
 # %% nbgrader={"grade": false, "grade_id": "parallel", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def linear_recurrence_scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -789,6 +834,23 @@ from torch.overrides import TorchFunctionMode
 from tfcourse import checks
 
 
+def _on_meta(call, label, hint):
+    """call() on tensors of PyTorch's meta device, which have a device and no values: what it
+    returns must be there too. A tensor made on the default device cannot meet them; an
+    operation that needs the values (.item(), nonzero, bincount) cannot run there, and then the
+    device goes unchecked."""
+    seed = torch.manual_seed  # the first operation on meta tensors imports torch._dynamo, which
+    try:  # rebinds torch.manual_seed: it is put back, as the grading guard expects to find it
+        result = call()
+    except Exception as error:
+        if "device" not in str(error):
+            return
+        raise checks.ContractError(f"{label} fails ({str(error).rstrip('!.')}): {hint}") from None
+    finally:
+        torch.manual_seed = seed
+    checks.expect_device_dtype(result, "meta", None, label)
+
+
 def _hidden_tests() -> bool:
     warnings.simplefilter("ignore")  # a warning on stderr would cost this cell its points
     gen = torch.Generator().manual_seed(84)
@@ -839,6 +901,23 @@ def _hidden_tests() -> bool:
                 got_grad = torch.zeros_like(want_grad).to(dtype)
             assert got_grad is not None, f"{label}: no gradient reaches {part}"
             checks.expect_close(got_grad, want_grad.to(dtype), f"the gradient of {part} in {label}")
+    for shape in [(2, 7, 3), (1, 9, 2, 2)]:  # float16: what a round makes keeps the dtype
+        given = [(0.5 + 0.5 * torch.rand(shape, generator=gen, dtype=torch.float64)).half(),
+                 torch.randn(shape, generator=gen, dtype=torch.float64).half()]
+        expected = _loop(*[t.double() for t in given]).half()
+        label = f"linear_recurrence_scan(a {shape}, b {shape}), torch.float16"
+        with checks.forbid(*blocked, task="Exercise 4"):
+            result = linear_recurrence_scan(*given)
+        checks.expect_close(result, expected, label, rtol=2e-2, atol=1e-2, hint=(
+            "keep the dtype of a and b: a tensor made by torch.ones or torch.zeros without "
+            "dtype= is float32, and torch.cat of float16 and float32 is float32"
+            ) if result.dtype != torch.float16 else None)
+    with checks.forbid(*blocked, task="Exercise 4"):  # the device of a and b
+        _on_meta(lambda: linear_recurrence_scan(torch.empty(2, 7, 3, device="meta"),
+                                                torch.empty(2, 7, 3, device="meta")),
+                 "linear_recurrence_scan on tensors of the meta device",
+                 "make new tensors on the device of a and b: torch.ones_like(a[:, :d]), "
+                 "a.new_zeros(...), or device=a.device")
     length = 2048
     gains = torch.rand(1, length, generator=gen) * 0.5 + 0.5
     inputs = torch.randn(1, length, generator=gen)
@@ -896,7 +975,8 @@ assert _hidden_tests()
 # in the mixer's dtype; `conv_state` (B, Cᵢ, K − 1) and `ssm_state` (B, Cᵢ, N), the states after
 # the previous position. Return `(out_t, conv_state, ssm_state)`: the output (B, C) and the two
 # new states, for any $K \ge 1$ ($K = 1$: an empty `conv_state`). Leave the states you are given
-# as they are (the caller may still need them), and let gradients flow.
+# as they are (the caller may still need them), and let gradients flow, to `x_t`, to the mixer's
+# weights and to the states you are given.
 #
 # - **Allowed:** the mixer's parts listed above (calling `mixer.conv` on the window, which needs
 #   no padding, is fine), `torch.cat`, slicing, `F.silu`, `torch.exp`, `*`, `+`, `.sum`.
@@ -909,11 +989,13 @@ assert _hidden_tests()
 #   convolution's bias and apply the SiLU before the SSM; update $h$
 #   before reading $y_t = C_t h_t + D v_t$; the gate is $\operatorname{SiLU}(z_t)$, the second
 #   half of `in_proj`'s output; build the new states as new tensors instead of writing into
-#   the ones you are given.
+#   the ones you are given, and without detaching these (`.detach()` would keep them unchanged,
+#   but cut the gradient).
 #
 # **Points:** self-check 2 (float64, $K = 3$, six steps from zero states against `mixer(x)` and
 # its final state), hidden tests 2 ($K$ = 1, 2 and 4, float32, a batch of one, decoding on from
-# the state `mixer(prompt, return_state=True)` returns, the given states unchanged, gradients).
+# the state `mixer(prompt, return_state=True)` returns, the given states unchanged, gradients to
+# `x_t`, to every weight of the mixer and to the given states).
 
 # %% nbgrader={"grade": false, "grade_id": "step", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def mamba_step(mixer: nn.Module, x_t: torch.Tensor, conv_state: torch.Tensor,
@@ -1095,23 +1177,35 @@ def _hidden_tests() -> bool:
             mamba_step(mixer, seq[:, -1], last.conv, last.ssm)
         assert torch.equal(before[0], last.conv) and torch.equal(before[1], last.ssm), (
             f"{label}: mamba_step changed the states it was given")
-        # gradients, against the reference step
+        # gradients, against the reference step: to x_t, to every weight, and to the states
+        # given (decoding on from a prompt trains the prompt's states too)
         point = seq[:, -1].clone().requires_grad_()
-        params = [mixer.in_proj.weight, mixer.conv.weight, mixer.conv.bias, mixer.A_log,
+        params = [mixer.in_proj.weight, mixer.conv.weight, mixer.conv.bias,
+                  mixer.x_proj.weight, mixer.dt_proj.weight, mixer.dt_proj.bias, mixer.A_log,
                   mixer.D, mixer.out_proj.weight]
-        ref_out, ref_state = mixer.step(point, tfcourse.mamba.MambaState(last.conv, last.ssm))
-        up_out = torch.randn(ref_out.shape, generator=gen).to(dtype)
-        up_h = torch.randn(ref_state.ssm.shape, generator=gen).to(dtype)
+        states = [last.conv.clone().requires_grad_(), last.ssm.clone().requires_grad_()]
+        ref_out, ref_state = mixer.step(point, tfcourse.mamba.MambaState(*states))
+        upstream = [torch.randn(t.shape, generator=gen).to(dtype)
+                    for t in (ref_out, ref_state.conv, ref_state.ssm)]
         expected_grads = torch.autograd.grad(
-            (ref_out * up_out).sum() + (ref_state.ssm * up_h).sum(), [point, *params])
+            sum((t * u).sum() for t, u in zip((ref_out, ref_state.conv, ref_state.ssm), upstream,
+                                             strict=True)),
+            [point, *params, *states])
         with checks.forbid(*blocked, task="Exercise 5"):
-            got_out, _, got_h = mamba_step(mixer, point, last.conv, last.ssm)
-        result_grads = torch.autograd.grad((got_out * up_out).sum() + (got_h * up_h).sum(),
-                                           [point, *params], allow_unused=True)
-        parts = ("x_t", "in_proj.weight", "conv.weight", "conv.bias", "A_log", "D",
-                 "out_proj.weight")
+            got = mamba_step(mixer, point, *states)
+        result_grads = torch.autograd.grad(
+            sum((t * u).sum() for t, u in zip(got, upstream, strict=True)),
+            [point, *params, *states], allow_unused=True)
+        parts = ("x_t", "in_proj.weight", "conv.weight", "conv.bias", "x_proj.weight",
+                 "dt_proj.weight", "dt_proj.bias", "A_log", "D", "out_proj.weight",
+                 "the conv_state given", "the ssm_state given")
         for part, got_grad, want_grad in zip(parts, result_grads, expected_grads, strict=True):
-            assert got_grad is not None, f"{label}: no gradient reaches {part}"
+            if got_grad is None and want_grad.numel() == 0:  # K = 1: an empty conv_state
+                continue
+            assert got_grad is not None, (
+                f"{label}: no gradient reaches {part}" + (
+                    " (are the states detached? leave them as they are: read them, do not "
+                    "write into them)" if part.endswith("given") else ""))
             checks.expect_close(got_grad, want_grad, f"the gradient of {part} in {label}")
     return True
 

@@ -332,7 +332,8 @@ assert _hidden_tests()
 # ```
 #
 # **Write** `top_k_routing(router_logits, k)`: `router_logits` (…, X), the scores $s$ of each
-# token, floating point, with any number of leading axes (usually (N, X)); $1 \le k \le X$.
+# token, floating point, with any number of leading axes, none included ((X,): one token;
+# usually (N, X)); $1 \le k \le X$.
 # Return `(weights, indices)`, both (…, k): `indices` (int64) the $k$ experts of highest
 # probability, best first, and `weights` their probabilities $p_i$, through which gradients flow
 # to the logits. Compute the softmax in float32 for float16 and bfloat16 logits, and in float64
@@ -346,10 +347,11 @@ assert _hidden_tests()
 # - **Pitfalls:** the softmax runs over the experts, the last axis, not over the tokens; take it
 #   over all $X$ experts, then the top $k$: a softmax over the $k$ chosen scores renormalises;
 #   do not divide the weights by their sum; return the weights first and the best expert first;
-#   choose $k$ different experts; do not detach the weights.
+#   choose $k$ different experts; do not detach the weights; work on the last axis (`dim=-1`),
+#   whatever the leading axes: `flatten(0, -2)` needs at least one.
 #
 # **Points:** self-check 1, hidden tests 2 ($k = 1$ and $k = X$, one expert, (B, T, X) logits,
-# float64, float16 and bfloat16, ties, gradients).
+# logits (X,) without a leading axis, float64, float16 and bfloat16, ties, gradients).
 
 # %% nbgrader={"grade": false, "grade_id": "routing", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def top_k_routing(router_logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -441,6 +443,8 @@ def _hidden_tests() -> bool:
     tied = torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0], [2.0, 0.0, 0.0, 0.0]])
     cases = [  # (label, logits, k, whether the choice is unique)
         ("(5, 4), k=1", torch.randn(5, 4, generator=gen) * 2, 1, True),
+        ("(6,), one token without a leading axis, k=2", torch.randn(6, generator=gen) * 2, 2,
+         True),
         ("(2, 3, 6), float64, k=3", torch.randn(2, 3, 6, generator=gen, dtype=torch.float64),
          3, True),
         ("(4, 5), float64, k = X = 5", torch.randn(4, 5, generator=gen, dtype=torch.float64), 5,
@@ -460,7 +464,14 @@ def _hidden_tests() -> bool:
         name = f"top_k_routing(router_logits {label})"
         given = logits.clone().requires_grad_(logits.dtype in (torch.float32, torch.float64))
         with checks.forbid(*blocked, task="Exercise 2"):
-            result = top_k_routing(given, k)
+            try:
+                result = top_k_routing(given, k)
+            except (IndexError, RuntimeError) as error:
+                if logits.dim() > 1:
+                    raise
+                raise checks.ContractError(
+                    f"{name} fails ({error}): work on the last axis, dim=-1, whatever the "
+                    "leading axes, none included (flatten(0, -2) needs at least one)") from None
         assert isinstance(result, tuple) and len(result) == 2, f"{name}: not a pair"
         weights, indices = result
         checks.expect_close(weights, expected.detach(), f"the weights of {name}")
@@ -730,9 +741,12 @@ assert _hidden_tests()
 # auxiliary loss that is smallest when the tokens are spread evenly. Over $N$ tokens and $X$
 # experts,
 #
-# $$\mathcal{L}_\text{aux} = X \sum_{i=1}^{X} f_i\, P_i, \qquad
-# f_i = \frac{\#\{\text{tokens that have expert } i \text{ among their } k \text{ choices}\}}{N},
-# \qquad P_i = \frac{1}{N} \sum_{\text{tokens } x} p_i(x).$$
+# $$\begin{aligned}
+# \mathcal{L}_\text{aux} &= X \sum_{i=1}^{X} f_i\, P_i, \\
+# f_i &= \frac{\#\{\text{tokens that have expert } i \text{ among their } k \text{ choices}\}}{N},
+# \\
+# P_i &= \frac{1}{N} \sum_{\text{tokens } x} p_i(x).
+# \end{aligned}$$
 #
 # $f_i$ counts choices: it is a fraction of the tokens, has no gradient, and $\sum_i f_i = k$
 # since each token makes $k$ choices. $P_i$ is the mean probability of expert $i$ over all the
@@ -751,10 +765,10 @@ assert _hidden_tests()
 # ```
 #
 # **Write** `load_balancing_loss(router_logits, k, num_experts)`: `router_logits` (…, X),
-# float32 or float64, the scores of the tokens, with any number of leading axes (flatten them:
-# every token counts once); $1 \le k \le X$ and `num_experts` $= X$, ints. Return
-# $\mathcal{L}_\text{aux}$, a 0-dimensional tensor in the dtype of the logits, through which the
-# gradient reaches the logits.
+# float32 or float64, the scores of the tokens, with any number of leading axes, none included
+# ((X,) is one token; flatten them: every token counts once); $1 \le k \le X$ and
+# `num_experts` $= X$, ints. Return $\mathcal{L}_\text{aux}$, a 0-dimensional tensor in the dtype
+# and on the device of the logits, through which the gradient reaches the logits.
 #
 # - **Allowed:** `torch.softmax`, `topk`, `F.one_hot`, `torch.bincount`, `scatter_add`, `mean`,
 #   `sum`.
@@ -765,11 +779,15 @@ assert _hidden_tests()
 #   not a sum; do not forget the factor $X$; $P$ averages the probabilities (the softmax over
 #   the experts), not the scores; $P_i$ averages over all the tokens, not only those that chose
 #   $i$; $f$ counts the choices, it is not the probabilities; where experts tie, count $k$ choices
-#   per token all the same; keep the gradient (no `.item()`, no `torch.no_grad()`).
+#   per token all the same; keep the gradient (no `.item()`, no `torch.no_grad()`); count on the
+#   device of the logits: a `torch.zeros(X)` to count into is on the CPU, where logits on a GPU
+#   cannot meet it (`torch.zeros_like`, `F.one_hot` and `torch.bincount` stay on their device);
+#   `reshape(-1, X)` flattens any leading axes, `flatten(0, -2)` needs at least one.
 #
 # **Points:** self-check 1 ($X = 4$, $k = 2$, against `tfcourse.load_balancing_loss`), hidden
 # tests 2 (balanced routing gives exactly $k$, also when every expert ties; collapsed routing
-# gives about $X$; $k = 1$ and $k = X$; one expert; (B, T, X) logits; float64; the gradient to the
+# gives about $X$; $k = 1$ and $k = X$; one expert; (B, T, X) logits; logits (X,) without a
+# leading axis; float64; logits on another device (PyTorch's `meta` device); the gradient to the
 # logits).
 
 # %% nbgrader={"grade": false, "grade_id": "balance", "locked": false, "schema_version": 3, "solution": true, "task": false}
@@ -852,6 +870,23 @@ import tfcourse.moe
 from tfcourse import checks
 
 
+def _on_meta(call, label, hint):
+    """call() on tensors of PyTorch's meta device, which have a device and no values: what it
+    returns must be there too. A tensor made on the default device cannot meet them; an
+    operation that needs the values (.item(), nonzero, bincount) cannot run there, and then the
+    device goes unchecked."""
+    seed = torch.manual_seed  # the first operation on meta tensors imports torch._dynamo, which
+    try:  # rebinds torch.manual_seed: it is put back, as the grading guard expects to find it
+        result = call()
+    except Exception as error:
+        if "device" not in str(error):
+            return
+        raise checks.ContractError(f"{label} fails ({str(error).rstrip('!.')}): {hint}") from None
+    finally:
+        torch.manual_seed = seed
+    checks.expect_device_dtype(result, "meta", None, label)
+
+
 def _hidden_tests() -> bool:
     warnings.simplefilter("ignore")  # a warning on stderr would cost this cell its points
     gen = torch.Generator().manual_seed(94)
@@ -865,6 +900,8 @@ def _hidden_tests() -> bool:
         ("(6, 5), float64, k=2", torch.randn(6, 5, generator=gen, dtype=torch.float64) * 2, 2,
          5, None, True),
         ("(2, 7, 4), k=1", torch.randn(2, 7, 4, generator=gen), 1, 4, None, True),
+        ("(5,), one token without a leading axis, k=2", torch.randn(5, generator=gen), 2, 5,
+         None, True),
         ("(5, 3), float64, k = X = 3", torch.randn(5, 3, generator=gen, dtype=torch.float64),
          3, 3, 3.0, True),
         ("(4, 1), one expert", torch.randn(4, 1, generator=gen), 1, 1, 1.0, True),
@@ -881,7 +918,14 @@ def _hidden_tests() -> bool:
         name = f"load_balancing_loss(router_logits {label})"
         given = logits.clone().requires_grad_()
         with checks.forbid(*blocked, task="Exercise 4"):
-            result = load_balancing_loss(given, k, count)
+            try:
+                result = load_balancing_loss(given, k, count)
+            except (IndexError, RuntimeError) as error:
+                if logits.dim() > 1:
+                    raise
+                raise checks.ContractError(
+                    f"{name} fails ({error}): reshape(-1, X) flattens any leading axes, none "
+                    "included; flatten(0, -2) needs at least one") from None
         assert isinstance(result, torch.Tensor), f"{name} is not a tensor"
         # tfcourse counts f in float32 (expert_load), so float64 agrees to about 1e-8
         tolerance = {"rtol": 1e-6, "atol": 1e-9} if logits.dtype == torch.float64 else {}
@@ -893,6 +937,11 @@ def _hidden_tests() -> bool:
             (got_grad,) = torch.autograd.grad(result, given)
             checks.expect_close(got_grad, want_grad, f"the gradient of the logits in {name}",
                                 **tolerance)
+    with checks.forbid(*blocked, task="Exercise 4"):  # the device of the logits
+        _on_meta(lambda: load_balancing_loss(torch.empty(6, 4, device="meta"), 2, 4),
+                 "load_balancing_loss(router_logits (6, 4) on the meta device, k=2)",
+                 "count on the device of the logits: F.one_hot, torch.zeros_like, or "
+                 "torch.zeros(..., device=router_logits.device)")
     return True
 
 
@@ -924,13 +973,14 @@ assert _hidden_tests()
 # ```
 #
 # **Write** `grouped_query_attention(q, k, v)`: `q` (B, H, T, D); `k` and `v` (B, G, T, D), $G$ a
-# divisor of $H$, all three in one floating dtype (float32 or float64). Return the heads,
-# (B, H, T, D), through which gradients flow to `q`, `k` and `v`.
+# divisor of $H$, all three in one floating dtype (float32 or float64) and on one device. Return
+# the heads, (B, H, T, D), in that dtype and on that device, through which gradients flow to `q`,
+# `k` and `v`.
 #
 # - **Allowed:** `repeat_interleave`, `expand` and `reshape`, a view of the query heads by
 #   groups, `@`, `torch.matmul`, `torch.einsum`, `torch.softmax`, `masked_fill`,
-#   `torch.ones(...).tril()`; or chapter 1's `tfcourse.scaled_dot_product_attention` with
-#   `tfcourse.causal_mask`.
+#   `torch.ones(..., device=q.device).tril()`; or chapter 1's
+#   `tfcourse.scaled_dot_product_attention` with `tfcourse.causal_mask(..., device=q.device)`.
 # - **Not allowed:** `F.scaled_dot_product_attention` (its `enable_gqa=True` does the grouping),
 #   `tfcourse.fused_scaled_dot_product_attention` and `tfcourse.GroupedQueryAttention` (its
 #   `forward`; the hidden tests check).
@@ -938,11 +988,13 @@ assert _hidden_tests()
 #   head $h \bmod G$; the mask is causal, query $t$ reads keys $0, \dots, t$ (`tril`, not
 #   `triu`); fill the blocked scores with $-\infty$ before the softmax, rather than zeroing the
 #   weights after it; the softmax runs over the keys, the last axis; divide by $\sqrt{D}$, with
-#   $D$ the width of a head.
+#   $D$ the width of a head; a mask made without `device=q.device` is on the CPU, where queries
+#   on a GPU cannot meet it.
 #
 # **Points:** self-check 2 ($H = 4$, $G = 2$, against `tfcourse.GroupedQueryAttention`), hidden
 # tests 2 ($G = H$, $G = 1$, groups of 2 and 3, $T = 1$, a batch of one, float64, gradients to
-# `q`, `k` and `v`, a whole `GroupedQueryAttention` layer).
+# `q`, `k` and `v`, inputs on another device (PyTorch's `meta` device), a whole
+# `GroupedQueryAttention` layer).
 
 # %% nbgrader={"grade": false, "grade_id": "gqa", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def grouped_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -1040,6 +1092,23 @@ import tfcourse.jamba
 from tfcourse import checks
 
 
+def _on_meta(call, label, hint):
+    """call() on tensors of PyTorch's meta device, which have a device and no values: what it
+    returns must be there too. A tensor made on the default device cannot meet them; an
+    operation that needs the values (.item(), nonzero, bincount) cannot run there, and then the
+    device goes unchecked."""
+    seed = torch.manual_seed  # the first operation on meta tensors imports torch._dynamo, which
+    try:  # rebinds torch.manual_seed: it is put back, as the grading guard expects to find it
+        result = call()
+    except Exception as error:
+        if "device" not in str(error):
+            return
+        raise checks.ContractError(f"{label} fails ({str(error).rstrip('!.')}): {hint}") from None
+    finally:
+        torch.manual_seed = seed
+    checks.expect_device_dtype(result, "meta", None, label)
+
+
 def _hidden_tests() -> bool:
     warnings.simplefilter("ignore")  # a warning on stderr would cost this cell its points
     gen = torch.Generator().manual_seed(95)
@@ -1094,6 +1163,12 @@ def _hidden_tests() -> bool:
             heads = grouped_query_attention(q, k, v)
         result = layer.o_proj(tfcourse.merge_heads(heads))
     checks.expect_close(result, expected, "GroupedQueryAttention(24, 6, 2) with your heads")
+    with checks.forbid(*blocked, task="Exercise 5"):  # the device of q, k and v
+        _on_meta(lambda: grouped_query_attention(*[torch.empty(2, n, 5, 4, device="meta")
+                                                   for n in (4, 2, 2)]),
+                 "grouped_query_attention(q (2, 4, 5, 4), k, v (2, 2, 5, 4) on the meta device)",
+                 "make the causal mask on the device of q: torch.ones(T, T, dtype=torch.bool, "
+                 "device=q.device)")
     return True
 
 

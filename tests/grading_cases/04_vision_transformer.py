@@ -10,7 +10,8 @@ with the class token appended or not expanded over the batch, with positions add
 class token or not at all, pooling the last token or the mean, skipping the final norm, or with
 a detached class token; a rollout multiplied in the wrong order, entry by entry, without the
 residual identity or its factor 1/2, averaged over the batch instead of the heads, reduced to
-the last layer, or with an identity in the default dtype.
+the last layer, with an identity in the default dtype (float64 fails; or, with no identity to
+start from, float16 and bfloat16 maps come back as float32) or on the default device.
 """
 
 from grading_cases import edit, exercises, function
@@ -130,7 +131,7 @@ return self.head(self.norm(tokens[:, 0]))
     "rollout": rollout('''
 # from the last layer down, each earlier layer multiplied on the right
 T = maps.shape[-1]
-steps = (maps.mean(dim=2) + torch.eye(T, dtype=maps.dtype)) / 2  # (L, B, T, T)
+steps = (maps.mean(dim=2) + torch.eye(T).to(maps)) / 2  # (L, B, T, T); .to: dtype, device
 total = steps[-1]
 for step in reversed(steps[:-1]):
     total = torch.bmm(total, step)
@@ -306,6 +307,25 @@ return F.conv2d(images, weight, bias, stride=P).flatten(2).transpose(1, 2)
     "rollout_identity_in_float32": {  # right in float32; float64 @ float32 raises
         "replace": {"rollout": edit(ROLLOUT_RIGHT, rollout, (
             "torch.eye(T, dtype=maps.dtype, device=maps.device)", "torch.eye(T)"))},
+        "loses": "rollout", "fails": ("rollout_hidden",),
+    },
+    "rollout_identity_on_the_default_device": {  # right on the CPU; maps on a GPU fail
+        "replace": {"rollout": edit(ROLLOUT_RIGHT, rollout, (
+            "torch.eye(T, dtype=maps.dtype, device=maps.device)",
+            "torch.eye(T, dtype=maps.dtype)"))},
+        "loses": "rollout", "fails": ("rollout_hidden",),
+    },
+    "rollout_identity_promotes_half_precision": {  # a float32 identity and no identity to start
+        # from: float64 + float32 stays float64, but float16 + float32 returns float32
+        "replace": {"rollout": rollout('''
+T = maps.shape[-1]
+eye = torch.eye(T, device=maps.device)
+result = None
+for layer in maps:
+    mixed = 0.5 * (layer.mean(dim=1) + eye)
+    result = mixed if result is None else mixed @ result
+return result
+''')},
         "loses": "rollout", "fails": ("rollout_hidden",),
     },
     "rollout_calls_tfcourse": {

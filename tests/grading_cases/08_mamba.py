@@ -1,19 +1,21 @@
 """Submissions that tests/test_grading.py grades for the assignment 08_mamba.
 
-The mistakes are the classic ones of chapter 8: a discretisation with exp(A) instead of
-exp(ΔA), ΔA or 1 + ΔA for Ā, Euler's B̄ = ΔB where the zero-order hold is asked, B̄ without its
-Δ, Δ broadcast along the state instead of the channels, two named leading dimensions, or no
+The mistakes are the classic ones of chapter 8: a discretisation with exp(A) instead of exp(ΔA),
+ΔA or 1 + ΔA for Ā, Euler's B̄ = ΔB where the zero-order hold is asked, B̄ without its Δ, Δ
+broadcast along the state instead of the channels, two named leading dimensions, or no
 gradients; Δ without its softplus, with the softplus before the bias, without the bias, or with
 exp for the softplus, A = exp(A_log) or −A_log, B and C swapped, x_proj's outputs split in the
 wrong order, an nn.Linear weight not transposed, a fixed (B, T) layout; a selective scan that
-reads the state before updating it, drops D x, decays by exp(A), negates A again, forgets Δ on
-B x, takes the zero-order hold's B̄, sums over the channels, or updates the state in place; a
-parallel scan that never updates a, uses the new a in the same round, composes in the wrong
-order, stops one round short, loops over the positions, divides by cumulative products, or
-writes into its inputs; a decoding step that reads the SSM state before updating it, keeps the
-oldest convolution inputs or puts the newest first, centres the convolution (padding="same"),
-flips the weight, drops the convolution's bias or its SiLU, the gate or its SiLU, swaps u and
-z, drops D, writes into the caller's states, or assumes K > 1; and calls to the reference.
+reads the state before updating it, drops D x, decays by exp(A), negates A again, forgets Δ on B
+x, takes the zero-order hold's B̄, sums over the channels, updates the state in place, or starts
+from a state made in float32 or on the default device; a parallel scan that never updates a,
+uses the new a in the same round, composes in the wrong order, stops one round short, loops over
+the positions, divides by cumulative products, writes into its inputs, or pads with ones and
+zeros in float32 or on the default device (float16 comes back as float32; inputs on a GPU fail);
+a decoding step that reads the SSM state before updating it, keeps the oldest convolution inputs
+or puts the newest first, centres the convolution (padding="same"), flips the weight, drops the
+convolution's bias or its SiLU, the gate or its SiLU, swaps u and z, drops D, writes into the
+caller's states, detaches them, or assumes K > 1; and calls to the reference.
 """
 
 from grading_cases import edit, exercises, function
@@ -98,6 +100,20 @@ y = (h * C[:, None, :]).sum(-1) + mixer.D * v
 return mixer.out_proj(y * F.silu(z)), window[..., 1:], h
 '''
 
+# Hillis–Steele against a copy shifted by d, padded with the identity step (1, 0), made with
+# some of the options that the inputs' dtype and device need
+PARALLEL_PADDED = '''
+T = a.shape[1]
+d = 1
+while d < T:
+    pad = (a.shape[0], d, *a.shape[2:])
+    prev_a = torch.cat([torch.ones(pad, {options}), a[:, :-d]], dim=1)
+    prev_b = torch.cat([torch.zeros(pad, {options}), b[:, :-d]], dim=1)
+    a, b = prev_a * a, a * prev_b + b
+    d *= 2
+return b
+'''
+
 
 # Correct code written differently from the solution: every exercise at once, three times.
 ALTERNATIVE = {
@@ -118,7 +134,7 @@ return delta, -A_log.exp(), B, C
     "selective": selective('''
 # einsum for every product; the skip added at each position
 batch, T, width = x.shape
-h = torch.zeros(batch, width, A.shape[1], dtype=x.dtype)
+h = torch.zeros(batch, width, A.shape[1], dtype=x.dtype, device=x.device)
 outs = []
 for t in range(T):
     decay = torch.exp(torch.einsum("bc,cn->bcn", delta[:, t], A))
@@ -203,7 +219,8 @@ return torch.stack(ys, dim=1) + x * D
 T = a.shape[1]
 S = torch.cumsum(torch.log(a.double()), dim=1)
 gap = S.unsqueeze(2) - S.unsqueeze(1)  # (B, T, T, ...): t on dim 1, s on dim 2
-causal = torch.ones(T, T, dtype=torch.bool).tril().reshape(T, T, *[1] * (a.dim() - 2))
+causal = torch.ones(T, T, dtype=torch.bool, device=a.device).tril()
+causal = causal.reshape(T, T, *[1] * (a.dim() - 2))
 weights = torch.exp(gap.masked_fill(~causal, float("-inf")))
 return (weights * b.double().unsqueeze(1)).sum(dim=2).to(b.dtype)
 '''),
@@ -450,6 +467,18 @@ return delta, -torch.exp(A_log), B, C
             "h = A_bar * h + Bx", "h.mul_(A_bar).add_(Bx)"))},
         "loses": "selective", "fails": ("selective_hidden",),
     },
+    "selective_state_on_the_default_device": {  # right on the CPU; inputs on a GPU fail
+        "replace": {"selective": edit(SELECTIVE_RIGHT, selective, (
+            "h = x.new_zeros(x.shape[0], *A.shape)",
+            "h = torch.zeros(x.shape[0], *A.shape, dtype=x.dtype)"))},
+        "loses": "selective", "fails": ("selective_hidden",),
+    },
+    "selective_state_in_float32": {  # float64 promotes it; float16 inputs give a float32 y
+        "replace": {"selective": edit(SELECTIVE_RIGHT, selective, (
+            "h = x.new_zeros(x.shape[0], *A.shape)",
+            "h = torch.zeros(x.shape[0], *A.shape, device=x.device)"))},
+        "loses": "selective", "fails": ("selective_hidden",),
+    },
     "selective_calls_tfcourse": {
         "replace": {"selective": selective(
             "return tfcourse.selective_scan_sequential(x, delta, A, B, C, D)")},
@@ -511,6 +540,14 @@ while d < T:
 return b
 ''')},
         "loses": "parallel", "fails": PARALLEL,
+    },
+    "parallel_padding_on_the_default_device": {  # the identity step (1, 0) made on the CPU
+        "replace": {"parallel": parallel(PARALLEL_PADDED.format(options="dtype=a.dtype"))},
+        "loses": "parallel", "fails": ("parallel_hidden",),
+    },
+    "parallel_padding_in_float32": {  # torch.cat promotes float16 to float32 (float64 stays)
+        "replace": {"parallel": parallel(PARALLEL_PADDED.format(options="device=a.device"))},
+        "loses": "parallel", "fails": ("parallel_hidden",),
     },
     "parallel_calls_tfcourse": {  # the selective scan with Δ = −log a, A = −1, B = C = 1
         "replace": {"parallel": parallel('''
@@ -592,6 +629,13 @@ return h.reshape(shape)
             "return mixer.out_proj(y * F.silu(z)), window[..., 1:], h",
             "new_conv = torch.roll(conv_state, -1, dims=-1)\nnew_conv[..., -1] = u\n"
             "return mixer.out_proj(y * F.silu(z)), new_conv, h"))},
+        "loses": "step", "fails": ("step_hidden",),
+    },
+    "step_states_detached": {  # the states unchanged, but no gradient reaches them
+        "replace": {"step": edit(STEP_RIGHT, step, (
+            "window = torch.cat([conv_state, u[..., None]], dim=-1)",
+            "window = torch.cat([conv_state.detach(), u[..., None]], dim=-1)"), (
+            "* ssm_state +", "* ssm_state.detach() +"))},
         "loses": "step", "fails": ("step_hidden",),
     },
     "step_calls_tfcourse": {

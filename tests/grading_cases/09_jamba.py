@@ -1,22 +1,24 @@
 """Submissions that tests/test_grading.py grades for the assignment 09_jamba.
 
 The mistakes are the classic ones of chapter 9: a layer schedule that counts the layers from 1,
-ignores the offset of the attention layers, puts the experts on the even layers, swaps period and
-offset or repeats whole blocks only; a key/value cache that counts every layer or the Mamba
+ignores the offset of the attention layers, puts the experts on the even layers, swaps period
+and offset or repeats whole blocks only; a key/value cache that counts every layer or the Mamba
 layers, forgets the factor 2 for keys and values, counts H heads instead of G, takes heads of
-width C / G, divides with / or ignores the batch; a router whose softmax runs over the tokens or
-over the k chosen scores (Mixtral's weights), that renormalises, weights by the raw scores, puts
-the worst expert first, returns the indices first, picks the same expert k times, rounds its
-probabilities to half precision, detaches its weights or knows k = 2 only; a mixture of experts
-that forgets the weights or applies them twice, mixes every expert, runs every expert on every
-token, overwrites instead of adding, reads the weight of expert i from column i, renormalises,
-forgets to transpose the router, knows k = 2 only or cuts the router's gradient; a load-balancing
-loss that counts the best expert only, makes f sum to 1, sums P, drops the factor X, takes f from
-the probabilities, P from the scores or from the choosing tokens only, counts tied experts by a
-threshold, has no gradient or returns a float; grouped-query attention with repeat instead of
-repeat_interleave, without a causal mask, with the mask upside down, after the softmax or as
-zeros, without the 1/√D scale or with 1/D, or with the softmax over the queries; and calls to
-the references (tfcourse's and PyTorch's fused attention).
+width C / G, divides with /, ignores the batch or assumes 2 bytes per number; a router whose
+softmax runs over the tokens or over the k chosen scores (Mixtral's weights), that renormalises,
+weights by the raw scores, puts the worst expert first, returns the indices first, picks the
+same expert k times, rounds its probabilities to half precision, detaches its weights, knows k =
+2 only or needs a leading axis (flatten(0, -2)); a mixture of experts that forgets the weights
+or applies them twice, mixes every expert, runs every expert on every token, overwrites instead
+of adding, reads the weight of expert i from column i, renormalises, forgets to transpose the
+router, knows k = 2 only or cuts the router's gradient; a load-balancing loss that counts the
+best expert only, makes f sum to 1, sums P, drops the factor X, takes f from the probabilities,
+P from the scores or from the choosing tokens only, counts tied experts by a threshold, has no
+gradient, returns a float, needs a leading axis or counts on the default device; grouped-query
+attention with repeat instead of repeat_interleave, without a causal mask, with the mask upside
+down, after the softmax or as zeros, without the 1/√D scale or with 1/D, with the softmax over
+the queries, or with its mask on the default device; and calls to the references (tfcourse's and
+PyTorch's fused attention).
 """
 
 from grading_cases import edit, exercises, function
@@ -171,7 +173,7 @@ G = k.shape[1]
 k = k[:, :, None].expand(B, G, H // G, T, D).reshape(B, H, T, D)
 v = v[:, :, None].expand(B, G, H // G, T, D).reshape(B, H, T, D)
 scores = torch.matmul(q, k.transpose(2, 3)) * D ** -0.5
-allowed = torch.tril(torch.ones(T, T, dtype=torch.bool))
+allowed = torch.tril(torch.ones(T, T, dtype=torch.bool, device=q.device))
 scores = scores.masked_fill(~allowed, float("-inf"))
 return scores.softmax(dim=-1).matmul(v)
 '''),
@@ -225,8 +227,8 @@ return out.view_as(x)
 N = router_logits.numel() // num_experts
 probs = torch.softmax(router_logits.reshape(N, num_experts), dim=1)
 idx = probs.topk(k, dim=1).indices
-ones = torch.ones(N * k, dtype=probs.dtype)
-f = torch.zeros(num_experts, dtype=probs.dtype).scatter_add_(0, idx.reshape(-1), ones) / N
+ones = probs.new_ones(N * k)
+f = probs.new_zeros(num_experts).scatter_add_(0, idx.reshape(-1), ones) / N
 return num_experts * torch.einsum("i,i->", f, probs.sum(0) / N)
 '''),
     "gqa": gqa('''
@@ -235,7 +237,8 @@ B, H, T, D = q.shape
 G = k.shape[1]
 qg = q.reshape(B, G, H // G, T, D)
 scores = torch.einsum("bgrtd,bgsd->bgrts", qg, k) / math.sqrt(D)
-blocked = torch.arange(T)[None, :] > torch.arange(T)[:, None]  # key s after query t
+position = torch.arange(T, device=q.device)
+blocked = position[None, :] > position[:, None]  # key s after query t
 w = torch.softmax(scores.masked_fill(blocked, -torch.inf), dim=-1)
 return torch.einsum("bgrts,bgsd->bgrtd", w, v).reshape(B, H, T, D)
 '''),
@@ -292,7 +295,7 @@ return (f * p.mean(dim=0)).sum() * num_experts
     "gqa": gqa('''
 # chapter 1's attention, with the course's causal mask
 group = q.shape[1] // k.shape[1]
-mask = tfcourse.causal_mask(q.shape[2])
+mask = tfcourse.causal_mask(q.shape[2], device=q.device)
 out, _ = tfcourse.scaled_dot_product_attention(
     q, k.repeat_interleave(group, 1), v.repeat_interleave(group, 1), mask)
 return out
@@ -393,6 +396,12 @@ CASES = {
             "return per_token * context * dtype_bytes"))},
         "loses": "schedule", "fails": ("schedule_hidden",),
     },
+    "kv_dtype_bytes_ignored": {  # 16-bit numbers assumed: right for the default only
+        "replace": {"schedule": edit(SCHEDULE_RIGHT, cell, (
+            "return per_token * context * batch * dtype_bytes",
+            "return per_token * context * batch * 2"))},
+        "loses": "schedule", "fails": ("schedule_hidden",),
+    },
     # ---- exercise 2, the router's choices
     "routing_softmax_over_tokens": {
         "replace": {"routing": edit(ROUTING_RIGHT, routing, (
@@ -453,6 +462,17 @@ CASES = {
     "routing_k_fixed_at_two": {  # Jamba's k, whatever k is given
         "replace": {"routing": edit(ROUTING_RIGHT, routing, ("probs.topk(k, dim=-1)",
                                                              "probs.topk(2, dim=-1)"))},
+        "loses": "routing", "fails": ("routing_hidden",),
+    },
+    "routing_needs_a_leading_axis": {  # right for (N, X) and (B, T, X); (X,) raises
+        "replace": {"routing": edit(ROUTING_RIGHT, routing, (
+            "probs = torch.softmax(router_logits.to(work), dim=-1)\n"
+            "weights, indices = probs.topk(k, dim=-1)\n"
+            "return weights, indices",
+            "probs = torch.softmax(router_logits.flatten(0, -2).to(work), dim=-1)  # (N, X)\n"
+            "weights, indices = probs.topk(k, dim=-1)\n"
+            "lead = router_logits.shape[:-1]\n"
+            "return weights.reshape(*lead, k), indices.reshape(*lead, k)"))},
         "loses": "routing", "fails": ("routing_hidden",),
     },
     "routing_calls_tfcourse": {  # the router of MoEFeedForward, made the identity
@@ -597,6 +617,19 @@ return layer(x)
             "return num_experts * (f * P).sum()", "return num_experts * (f * P).sum().item()"))},
         "loses": "balance", "fails": BALANCE,
     },
+    "balance_needs_a_leading_axis": {  # right for (N, X) and (B, T, X); (X,) raises
+        "replace": {"balance": edit(BALANCE_RIGHT, balance, (
+            "router_logits.reshape(-1, num_experts)", "router_logits.flatten(0, -2)"))},
+        "loses": "balance", "fails": ("balance_hidden",),
+    },
+    "balance_counts_on_the_default_device": {  # right on the CPU; logits on a GPU fail
+        "replace": {"balance": edit(BALANCE_RIGHT, balance, (
+            "counts = F.one_hot(chosen, num_experts).sum(dim=(0, 1))",
+            "ones = torch.ones(chosen.numel(), dtype=probs.dtype)\n"
+            "counts = torch.zeros(num_experts, dtype=probs.dtype).scatter_add(\n"
+            "    0, chosen.flatten(), ones)"))},
+        "loses": "balance", "fails": ("balance_hidden",),
+    },
     "balance_calls_tfcourse": {
         "replace": {"balance": balance(
             "return tfcourse.load_balancing_loss(router_logits, k, num_experts)")},
@@ -642,6 +675,12 @@ return layer(x)
         "replace": {"gqa": edit(GQA_RIGHT, gqa, ("float(\"-inf\")), dim=-1)",
                                                  "float(\"-inf\")), dim=-2)"))},
         "loses": "gqa", "fails": GQA,
+    },
+    "gqa_mask_on_the_default_device": {  # right on the CPU; queries on a GPU fail
+        "replace": {"gqa": edit(GQA_RIGHT, gqa, (
+            "torch.ones(T, T, dtype=torch.bool, device=q.device)",
+            "torch.ones(T, T, dtype=torch.bool)"))},
+        "loses": "gqa", "fails": ("gqa_hidden",),
     },
     "gqa_fused_attention": {  # PyTorch's kernel does the grouping itself
         "replace": {"gqa": gqa(
