@@ -86,6 +86,18 @@ def test_expect_device_dtype() -> None:
         checks.expect_device_dtype(torch.zeros(2), "cuda")
 
 
+def test_expect_on_meta_checks_the_device_a_function_follows() -> None:
+    x = torch.zeros(2, 3, device="meta")
+    checks.expect_on_meta(lambda: torch.ones_like(x).cumsum(-1), "follows", "unused")
+    with fails_with("made_here is on cpu, expected meta"):  # created on the default device
+        checks.expect_on_meta(lambda: torch.ones(2, 3), "made_here", "unused")
+    with fails_with(r"mixed fails on the meta device \(.*device.*\): put it on x.device"):
+        checks.expect_on_meta(lambda: torch.cat([x, torch.ones(1, 3)]), "mixed",
+                              "put it on x.device")
+    # an operation that needs the values cannot run on meta: the device is left unchecked
+    checks.expect_on_meta(lambda: torch.ones(int(x.sum().item())), "values", "unused")
+
+
 def test_forbid_blocks_a_shortcut_and_restores_it() -> None:
     q = torch.randn(1, 3, 4)
     original = F.scaled_dot_product_attention

@@ -213,6 +213,22 @@ def expect_device_dtype(
               "create new tensors with dtype=x.dtype, or keep the inputs' dtype")
 
 
+def expect_on_meta(call: Callable[[], torch.Tensor], name: str, hint: str) -> None:
+    """``call()`` computes on tensors of PyTorch's ``meta`` device, which have a device and no
+    values, so the device that a function follows is checked without a GPU: what it returns must
+    be on ``meta`` too, and a tensor it creates on the default device fails there. An error that
+    names a device fails with ``hint``; any other error is an operation that needs the values
+    (``.item()``, ``nonzero``), which cannot run on ``meta``, and then the device goes unchecked.
+    """
+    try:
+        result = call()
+    except Exception as error:  # noqa: BLE001 - any failure of the learner's code on meta
+        if "device" not in str(error):
+            return
+        _fail(f"{name} fails on the meta device ({str(error).rstrip('!.')})", hint)
+    expect_device_dtype(result, "meta", None, name)
+
+
 @contextlib.contextmanager
 def forbid(*targets: str, task: str = "this exercise") -> Iterator[None]:
     """Within the block, calling any of ``targets`` raises :class:`ContractError`.

@@ -756,23 +756,6 @@ import tfcourse.vit
 from tfcourse import checks
 
 
-def _on_meta(call, label, hint):
-    """call() on tensors of PyTorch's meta device, which have a device and no values: what it
-    returns must be there too. A tensor made on the default device cannot meet them; an
-    operation that needs the values (.item(), nonzero, bincount) cannot run there, and then the
-    device goes unchecked."""
-    seed = torch.manual_seed  # the first operation on meta tensors imports torch._dynamo, which
-    try:  # rebinds torch.manual_seed: it is put back, as the grading guard expects to find it
-        result = call()
-    except Exception as error:
-        if "device" not in str(error):
-            return
-        raise checks.ContractError(f"{label} fails ({str(error).rstrip('!.')}): {hint}") from None
-    finally:
-        torch.manual_seed = seed
-    checks.expect_device_dtype(result, "meta", None, label)
-
-
 def _hidden_tests() -> bool:
     warnings.simplefilter("ignore")  # a warning on stderr would cost this cell its points
     gen = torch.Generator().manual_seed(44)
@@ -805,7 +788,7 @@ def _hidden_tests() -> bool:
             "float16 + float32 is float32") if result.dtype != weights.dtype else None)
         assert torch.equal(weights, kept), f"{label} changed its input"
     with checks.forbid("tfcourse.vit.attention_rollout", task="Exercise 4"):  # the device
-        _on_meta(lambda: attention_rollout(torch.empty(2, 2, 3, 5, 5, device="meta")),
+        checks.expect_on_meta(lambda: attention_rollout(torch.empty(2, 2, 3, 5, 5, device="meta")),
                  "attention_rollout on maps (2, 2, 3, 5, 5) on the meta device",
                  "make the identity on the device of maps, "
                  "torch.eye(T, dtype=maps.dtype, device=maps.device)")

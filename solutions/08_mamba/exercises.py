@@ -587,23 +587,6 @@ import tfcourse.ssm
 from tfcourse import checks
 
 
-def _on_meta(call, label, hint):
-    """call() on tensors of PyTorch's meta device, which have a device and no values: what it
-    returns must be there too. A tensor made on the default device cannot meet them; an
-    operation that needs the values (.item(), nonzero, bincount) cannot run there, and then the
-    device goes unchecked."""
-    seed = torch.manual_seed  # the first operation on meta tensors imports torch._dynamo, which
-    try:  # rebinds torch.manual_seed: it is put back, as the grading guard expects to find it
-        result = call()
-    except Exception as error:
-        if "device" not in str(error):
-            return
-        raise checks.ContractError(f"{label} fails ({str(error).rstrip('!.')}): {hint}") from None
-    finally:
-        torch.manual_seed = seed
-    checks.expect_device_dtype(result, "meta", None, label)
-
-
 def _hidden_tests() -> bool:
     warnings.simplefilter("ignore")  # a warning on stderr would cost this cell its points
     gen = torch.Generator().manual_seed(83)
@@ -656,7 +639,7 @@ def _hidden_tests() -> bool:
     # the device of the inputs
     shapes = [(2, 4, 3), (2, 4, 3), (3, 2), (2, 4, 2), (2, 4, 2), (3,)]
     with checks.forbid(*blocked, task="Exercise 3"):
-        _on_meta(lambda: selective_scan(*[torch.empty(s, device="meta") for s in shapes]),
+        checks.expect_on_meta(lambda: selective_scan(*[torch.empty(s, device="meta") for s in shapes]),
                  "selective_scan on tensors of the meta device",
                  "make the state on the device of the inputs, x.new_zeros(...) or "
                  "torch.zeros(..., dtype=x.dtype, device=x.device)")
@@ -834,23 +817,6 @@ from torch.overrides import TorchFunctionMode
 from tfcourse import checks
 
 
-def _on_meta(call, label, hint):
-    """call() on tensors of PyTorch's meta device, which have a device and no values: what it
-    returns must be there too. A tensor made on the default device cannot meet them; an
-    operation that needs the values (.item(), nonzero, bincount) cannot run there, and then the
-    device goes unchecked."""
-    seed = torch.manual_seed  # the first operation on meta tensors imports torch._dynamo, which
-    try:  # rebinds torch.manual_seed: it is put back, as the grading guard expects to find it
-        result = call()
-    except Exception as error:
-        if "device" not in str(error):
-            return
-        raise checks.ContractError(f"{label} fails ({str(error).rstrip('!.')}): {hint}") from None
-    finally:
-        torch.manual_seed = seed
-    checks.expect_device_dtype(result, "meta", None, label)
-
-
 def _hidden_tests() -> bool:
     warnings.simplefilter("ignore")  # a warning on stderr would cost this cell its points
     gen = torch.Generator().manual_seed(84)
@@ -913,7 +879,7 @@ def _hidden_tests() -> bool:
             "dtype= is float32, and torch.cat of float16 and float32 is float32"
             ) if result.dtype != torch.float16 else None)
     with checks.forbid(*blocked, task="Exercise 4"):  # the device of a and b
-        _on_meta(lambda: linear_recurrence_scan(torch.empty(2, 7, 3, device="meta"),
+        checks.expect_on_meta(lambda: linear_recurrence_scan(torch.empty(2, 7, 3, device="meta"),
                                                 torch.empty(2, 7, 3, device="meta")),
                  "linear_recurrence_scan on tensors of the meta device",
                  "make new tensors on the device of a and b: torch.ones_like(a[:, :d]), "

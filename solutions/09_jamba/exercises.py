@@ -870,23 +870,6 @@ import tfcourse.moe
 from tfcourse import checks
 
 
-def _on_meta(call, label, hint):
-    """call() on tensors of PyTorch's meta device, which have a device and no values: what it
-    returns must be there too. A tensor made on the default device cannot meet them; an
-    operation that needs the values (.item(), nonzero, bincount) cannot run there, and then the
-    device goes unchecked."""
-    seed = torch.manual_seed  # the first operation on meta tensors imports torch._dynamo, which
-    try:  # rebinds torch.manual_seed: it is put back, as the grading guard expects to find it
-        result = call()
-    except Exception as error:
-        if "device" not in str(error):
-            return
-        raise checks.ContractError(f"{label} fails ({str(error).rstrip('!.')}): {hint}") from None
-    finally:
-        torch.manual_seed = seed
-    checks.expect_device_dtype(result, "meta", None, label)
-
-
 def _hidden_tests() -> bool:
     warnings.simplefilter("ignore")  # a warning on stderr would cost this cell its points
     gen = torch.Generator().manual_seed(94)
@@ -938,7 +921,7 @@ def _hidden_tests() -> bool:
             checks.expect_close(got_grad, want_grad, f"the gradient of the logits in {name}",
                                 **tolerance)
     with checks.forbid(*blocked, task="Exercise 4"):  # the device of the logits
-        _on_meta(lambda: load_balancing_loss(torch.empty(6, 4, device="meta"), 2, 4),
+        checks.expect_on_meta(lambda: load_balancing_loss(torch.empty(6, 4, device="meta"), 2, 4),
                  "load_balancing_loss(router_logits (6, 4) on the meta device, k=2)",
                  "count on the device of the logits: F.one_hot, torch.zeros_like, or "
                  "torch.zeros(..., device=router_logits.device)")
@@ -1092,23 +1075,6 @@ import tfcourse.jamba
 from tfcourse import checks
 
 
-def _on_meta(call, label, hint):
-    """call() on tensors of PyTorch's meta device, which have a device and no values: what it
-    returns must be there too. A tensor made on the default device cannot meet them; an
-    operation that needs the values (.item(), nonzero, bincount) cannot run there, and then the
-    device goes unchecked."""
-    seed = torch.manual_seed  # the first operation on meta tensors imports torch._dynamo, which
-    try:  # rebinds torch.manual_seed: it is put back, as the grading guard expects to find it
-        result = call()
-    except Exception as error:
-        if "device" not in str(error):
-            return
-        raise checks.ContractError(f"{label} fails ({str(error).rstrip('!.')}): {hint}") from None
-    finally:
-        torch.manual_seed = seed
-    checks.expect_device_dtype(result, "meta", None, label)
-
-
 def _hidden_tests() -> bool:
     warnings.simplefilter("ignore")  # a warning on stderr would cost this cell its points
     gen = torch.Generator().manual_seed(95)
@@ -1164,7 +1130,7 @@ def _hidden_tests() -> bool:
         result = layer.o_proj(tfcourse.merge_heads(heads))
     checks.expect_close(result, expected, "GroupedQueryAttention(24, 6, 2) with your heads")
     with checks.forbid(*blocked, task="Exercise 5"):  # the device of q, k and v
-        _on_meta(lambda: grouped_query_attention(*[torch.empty(2, n, 5, 4, device="meta")
+        checks.expect_on_meta(lambda: grouped_query_attention(*[torch.empty(2, n, 5, 4, device="meta")
                                                    for n in (4, 2, 2)]),
                  "grouped_query_attention(q (2, 4, 5, 4), k, v (2, 2, 5, 4) on the meta device)",
                  "make the causal mask on the device of q: torch.ones(T, T, dtype=torch.bool, "

@@ -22,9 +22,13 @@ import threading
 
 
 def _watched_modules():
+    # torch._dynamo rebinds torch.manual_seed when it is first imported, which the first operation
+    # on a tensor of the meta device does (hidden tests check devices there): imported before the
+    # snapshot, that rebinding is part of the baseline and not taken for tampering.
     import numpy
     import numpy.testing
     import torch
+    import torch._dynamo  # noqa: F401 - see above
     import torch.nn.functional
     import torch.testing
 
