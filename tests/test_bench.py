@@ -159,3 +159,85 @@ def test_in_fresh_process_returns_the_result_from_another_process() -> None:
     assert in_fresh_process(print, "noise") is None  # printing does not spoil the result
     with pytest.raises(RuntimeError, match="fn: int failed in the child process"):
         in_fresh_process(int, "not a number")
+
+
+@pytest.fixture
+def short_sweep_training(tmp_path, monkeypatch):
+    """The sweep's models, and the chapter-4 ViT, trained for 2 steps into an empty cache."""
+    from tfcourse import classification
+
+    monkeypatch.setenv("TFCOURSE_CACHE", str(tmp_path))
+    for recipe in (classification.TOKEN_SWEEP_TRAINING, classification.DIGITS_TRAINING):
+        monkeypatch.setitem(recipe, "steps", 2)
+        monkeypatch.setitem(recipe, "warmup_steps", 1)
+    return tmp_path / "tfcourse"
+
+
+def test_token_sweep_measures_tome_at_each_image_size(short_sweep_training) -> None:
+    from tfcourse.bench.tome import sweep_rs, token_sweep
+
+    assert sweep_rs(65) == [4, 8, 12, 16, 24, 32]  # shares of max_merges(65) = 32
+    assert sweep_rs(17, [0.01, 0.5, 1.0]) == [1, 4, 8]
+    rows = token_sweep([8, 16], shares=[0.5, 1.0], batch_size=16, repeats=1, device="cpu")
+    assert [(r["image_size"], r["num_tokens"], r["r"]) for r in rows] == [
+        (8, 5, None), (8, 5, 1), (8, 5, 2), (16, 17, None), (16, 17, 4), (16, 17, 8)]
+    assert len(list(short_sweep_training.glob("digits_vit_tokens_*.pt"))) == 2
+    for row in rows:
+        assert row["tokens"][0] == row["num_tokens"] and len(row["tokens"]) == 7  # L = 6
+        assert row["images_per_s"] > 0 and 0 <= row["accuracy"] <= 1
+        assert row["test_digits"] == 359
+    assert [r["speedup"] for r in rows if r["r"] is None] == [1.0, 1.0]  # over its own size
+    assert rows[-1]["tokens"] == [17, 9, 5, 3, 2, 2, 2]  # r = 8, clamped to half
+    with pytest.raises(ValueError, match="image_sizes: expected at least one size"):
+        token_sweep([])
+    with pytest.raises(ValueError, match=r"shares: expected numbers in \(0, 1\]"):
+        sweep_rs(17, [0.5, 1.5])
+    with pytest.raises(ValueError, match="num_tokens: expected at least 3 tokens"):
+        sweep_rs(2)
+
+
+def test_sweep_model_rejects_a_size_the_patches_do_not_divide() -> None:
+    from tfcourse.classification import train_token_sweep_vit
+    from tfcourse.data.digits import load_digit_images
+
+    with pytest.raises(ValueError, match="image_size: expected a multiple of the patch size 4"):
+        train_token_sweep_vit(18)
+    with pytest.raises(ValueError, match="data: expected digits of 24x24 pixels, got 16x16"):
+        train_token_sweep_vit(24, load_digit_images(16))
+
+
+def test_most_merging_within_is_chosen_by_accuracy_not_by_the_clock() -> None:
+    from tfcourse.bench.tome import most_merging_within
+
+    def row(r, accuracy, speedup, kind="constant"):
+        tokens = [17] + [17 - r * (i + 1) for i in range(3)] if r else [17] * 4
+        return {"r": r, "kind": kind, "accuracy": accuracy, "speedup": speedup,
+                "tokens": tokens}
+
+    plain = {**row(0, 0.99, 1.0), "r": None, "kind": None}
+    rows = [plain, row(1, 0.985, 0.9), row(2, 0.97, 3.0), row(3, 0.985, 1.5),
+            {**row(1, 0.99, 1.1, "decreasing"), "tokens": [17, 17, 16, 16]}]
+    # r = 2 loses 2 points, so r = 3 does not count although it is back within 1 point
+    assert most_merging_within(rows) == rows[1]
+    assert most_merging_within(rows, max_drop=2.0) == rows[3]
+    assert most_merging_within([plain, row(1, 0.9, 2.0)]) is None
+    with pytest.raises(ValueError, match="rows: expected the rows of tome_tradeoff"):
+        most_merging_within(rows[1:])
+
+
+def test_tome_benchmark_prints_the_sweep_over_tokens(short_sweep_training, capsys) -> None:
+    from tfcourse.bench import tome
+
+    common = ["--r", "1", "--kinds", "constant", "--batch-size", "8", "--repeats", "1",
+              "--device", "cpu"]
+    tome.main([*common, "--image-sizes", "8", "16", "--shares", "1"])
+    out = capsys.readouterr().out
+    assert "ToMe on the chapter-4 ViT (17 tokens" in out
+    assert "ToMe against the number of tokens" in out and "one digit is 0.28 points" in out
+    sweep = [line.split() for line in out.splitlines() if re.match(r"\s+(8|16)\s+(5|17)\s", line)]
+    assert [(cells[0], cells[1], cells[2]) for cells in sweep] == [
+        ("8", "5", "ViT"), ("8", "5", "ToMe"), ("16", "17", "ViT"), ("16", "17", "ToMe")]
+    assert re.search(r"^  +(5|17) tokens \((8|16) px\): ", out, re.M)
+    assert "the course's target, at least 1.8x at a drop of at most 1 point: " in out
+    tome.main([*common, "--image-sizes"])  # no size: the sweep is skipped
+    assert "against the number of tokens" not in capsys.readouterr().out
