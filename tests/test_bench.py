@@ -43,7 +43,7 @@ def test_command_line_prints_the_table_and_the_ratio() -> None:
     bad = subprocess.run([sys.executable, "-m", "tfcourse.bench", "nope"],
                          capture_output=True, text=True)
     assert bad.returncode != 0
-    names = "attention, kv_cache, tome, activator, hyena, scan, decoding, mee"
+    names = "attention, kv_cache, tome, activator, hyena, scan, decoding, mee, compare"
     assert f"NAME is one of: {names}" in bad.stderr
 
 

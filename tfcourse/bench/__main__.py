@@ -11,8 +11,8 @@ from tfcourse.runtime import pin_threads
 BENCHMARKS = {"attention": "tfcourse.bench.attention", "kv_cache": "tfcourse.bench.kv_cache",
               "tome": "tfcourse.bench.tome", "activator": "tfcourse.bench.activator",
               "hyena": "tfcourse.bench.hyena", "scan": "tfcourse.bench.scan",
-              "compare": "tfcourse.bench.compare",
-              "decoding": "tfcourse.bench.decoding", "mee": "tfcourse.bench.mee"}
+              "decoding": "tfcourse.bench.decoding", "mee": "tfcourse.bench.mee",
+              "compare": "tfcourse.bench.compare"}
 
 
 def main() -> None:
