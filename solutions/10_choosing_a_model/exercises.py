@@ -978,7 +978,7 @@ def block_forward_flops(B: int, T: int, C: int, F: int) -> int:
 
 
 def quadratic_from(C: int, F: int) -> int:
-    """The smallest T from which 4BT²C >= 2BTC(4C + 2F): T >= 2C + F."""
+    """The smallest T from which the T² part, 4BT²C, is at least the rest, 2BTC(4C + 2F)."""
     ### BEGIN SOLUTION
     return 2 * C + F
     ### END SOLUTION
