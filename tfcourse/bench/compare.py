@@ -351,24 +351,21 @@ def vision_sweep(
     device: torch.device | str | None = None,
 ) -> list[dict]:
     """Rows ``{"model", "parameters", "accuracy", "mflop", "images_per_s"}`` for the digit
-    classifiers of chapters 4–6: the chapter-4 ViT and the chapter-6 Activator (trained once
-    and cached by :mod:`tfcourse.classification`), ToMe on the ViT with ``r`` tokens merged per
-    block (chapter 5, no retraining), and chapter 4's ConvNet at the width whose parameter count
-    is closest to the ViT's, trained here by the ViT's recipe
-    (:data:`tfcourse.classification.DIGITS_TRAINING`, all its steps: the lesson affords a
-    quarter). Accuracy on the held-out digits; MFLOP per image; images per second on a batch of
-    ``batch_size`` test images, the models timed in alternation
+    classifiers of chapters 4–6: the chapter-4 ViT, the chapter-6 Activator and chapter 4's
+    ConvNet at the ViT's parameter count, all trained by one recipe
+    (:data:`tfcourse.classification.DIGITS_TRAINING`) once and cached by
+    :mod:`tfcourse.classification`, and ToMe on the ViT with ``r`` tokens merged per block
+    (chapter 5, no retraining). Accuracy on the held-out digits; MFLOP per image; images per
+    second on a batch of ``batch_size`` test images, the models timed in alternation
     (:func:`tfcourse.classification.interleaved_throughput`)."""
     from tfcourse.classification import (
-        DIGITS_TRAINING,
         accuracy,
-        classification_loss,
         interleaved_throughput,
         train_digits_activator,
+        train_digits_convnet,
         train_digits_vit,
     )
-    from tfcourse.convnet import ConvNet
-    from tfcourse.data.digits import digit_batches, load_digit_images
+    from tfcourse.data.digits import load_digit_images
     from tfcourse.tome import ToMeViT
 
     for r in tome_r:
@@ -378,20 +375,10 @@ def vision_sweep(
     data = load_digit_images(16)
     vit, _ = train_digits_vit(data, device=device, progress=False)
     activator, _ = train_digits_activator(data, device=device, progress=False)
-    vit_parameters = sum(p.numel() for p in vit.parameters())
-    width = min(range(4, 129, 4), key=lambda w: abs(
-        sum(p.numel() for p in ConvNet(width=w).parameters()) - vit_parameters))
-    t = DIGITS_TRAINING
-    torch.manual_seed(t["seed"])
-    convnet = ConvNet(width=width)
-    config = TrainConfig(steps=t["steps"], lr=t["lr"], warmup_steps=t["warmup_steps"],
-                         weight_decay=t["weight_decay"], seed=t["seed"], device=device,
-                         progress=False)
-    Trainer(convnet, classification_loss, digit_batches(data, t["batch_size"], seed=t["seed"],
-                                                        max_shift=t["max_shift"]), config).fit()
+    convnet, _ = train_digits_convnet(data, device=device, progress=False)
     models: dict[str, nn.Module] = {"ViT": vit}
     models |= {f"ViT + ToMe r={r}": ToMeViT(vit, r) for r in tome_r}
-    models |= {"Activator": activator, "ConvNet": convnet.eval()}
+    models |= {"Activator": activator, "ConvNet": convnet}
     images = data.test_images[torch.arange(batch_size) % len(data.test_images)].to(device)
     speeds = interleaved_throughput(list(models.values()), images, repeats=repeats)
     rows = []

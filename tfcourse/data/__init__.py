@@ -7,6 +7,8 @@
   (chapters 4 to 6);
 * :mod:`tfcourse.data.recall`: synthetic in-context recall tasks, associative recall, MQAR,
   induction heads and selective copying (chapters 7 to 9);
+* :mod:`tfcourse.data.clips`: captioned clips of moving digits with appearance, motion and audio
+  streams, some missing, for text-to-clip retrieval (chapter 10);
 * :mod:`tfcourse.data.batching`: batches as a deterministic function of the step, which makes
   resumed training runs repeat exactly.
 """
