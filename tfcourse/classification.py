@@ -22,6 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from tfcourse import _validate
 from tfcourse.activator import ActivatorClassifier
+from tfcourse.attention import MultiHeadAttention
 from tfcourse.convnet import ConvNet
 from tfcourse.data.digits import DigitImages, digit_batches, load_digit_images
 from tfcourse.runtime import default_device
@@ -137,21 +138,24 @@ def interleaved_throughput(
 @torch.no_grad()
 def flops_per_image(model: nn.Module, image: torch.Tensor) -> int:
     """Floating-point operations of ``model`` on one image (1, K, I, I), counted by PyTorch's
-    ``FlopCounterMode``; for a :class:`VisionTransformer`, plus the two attention products,
-    2·2·T²·C per block, which the counter does not see inside the fused attention kernel on a
-    CPU."""
+    ``FlopCounterMode``. Its attention layers run the explicit equation while counting: the
+    counter does not see inside the fused kernel on a CPU, and the explicit products are the
+    same on any device."""
     image = _validate.rank(_validate.floating(image, "image"), "image", 4, "(1, K, I, I)")
     _validate.size(image, "image", 0, 1, "one image")
-    was_training = model.training
-    model.eval()
-    with FlopCounterMode(display=False) as counter:
-        model(image)
-    model.train(was_training)
-    flops = counter.get_total_flops()
-    if isinstance(model, VisionTransformer):
-        T, C = model.pos_embed.shape[1:]
-        flops += len(model.blocks) * 2 * 2 * T * T * C
-    return flops
+    attentions = [m for m in model.modules() if isinstance(m, MultiHeadAttention)]
+    fused, was_training = [m.fused for m in attentions], model.training
+    try:
+        for m in attentions:
+            m.fused = False
+        model.eval()
+        with FlopCounterMode(display=False) as counter:
+            model(image)
+    finally:
+        for m, flag in zip(attentions, fused, strict=True):
+            m.fused = flag
+        model.train(was_training)
+    return counter.get_total_flops()
 
 
 def _cache_dir() -> Path:

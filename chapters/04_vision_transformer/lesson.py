@@ -675,8 +675,9 @@ plt.show()
 # time, and throughput at inference (images per second on the whole test set as one batch,
 # the best of 5 passes: `throughput`). PyTorch's `FlopCounterMode` counts the floating-point
 # operations of the convolutions and linear layers; it does not see inside the fused attention
-# kernel, so `flops_per_image` adds the attention products ($QK^\top$ and the weighted sum of
-# the values, $2 \cdot 2 T^2 C$ operations per block) by hand.
+# kernel on a CPU, so `flops_per_image` runs the attention as the explicit equation while it
+# counts, and the attention products ($QK^\top$ and the weighted sum of the values,
+# $2 \cdot 2 T^2 C$ operations per block) are counted too.
 
 # %%
 first_test_image = data.test_images[:1].to(device)

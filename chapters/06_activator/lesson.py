@@ -379,9 +379,10 @@ plot_history({"ViT": vit_history, "Activator": activator_history}, metrics="loss
 plt.show()
 
 # %% [markdown]
-# **Cost.** FLOPs per image are counted by PyTorch's `FlopCounterMode` (for the ViT, plus the
-# two attention products $QK^\top$ and $AV$, $2 \cdot 2 T^2 C$ per block, which the counter does
-# not see inside the fused kernel on a CPU). Throughput is measured on the 359 test digits as
+# **Cost.** FLOPs per image are counted by PyTorch's `FlopCounterMode`, with the ViT's
+# attention run as the explicit equation while counting, so that its two products $QK^\top$
+# and $AV$, $2 \cdot 2 T^2 C$ per block, are counted (the counter does not see inside the fused
+# kernel on a CPU). Throughput is measured on the 359 test digits as
 # one batch, the two models timed in alternation in the same run, best of five rounds, so
 # that the machine's load falls on both alike (`interleaved_throughput`).
 

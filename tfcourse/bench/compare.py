@@ -332,20 +332,6 @@ def recall_sweep(
     return rows
 
 
-def _image_flops(model: nn.Module, image: torch.Tensor) -> int:
-    """:func:`tfcourse.classification.flops_per_image`, with the attention products of a
-    :class:`tfcourse.tome.ToMeViT` added as that function adds a ViT's: 2·2·T²·C in each block,
-    T the tokens that enter it (the counter does not see the fused kernel on a CPU)."""
-    from tfcourse.classification import flops_per_image
-    from tfcourse.tome import ToMeViT
-
-    flops = flops_per_image(model, image)
-    if isinstance(model, ToMeViT):
-        C = model.model.pos_embed.shape[-1]
-        flops += sum(2 * 2 * T * T * C for T in model.token_counts[:-1])
-    return flops
-
-
 def vision_sweep(
     *, tome_r: Sequence[int] = (2, 4), batch_size: int = 256, repeats: int = 5,
     device: torch.device | str | None = None,
@@ -360,6 +346,7 @@ def vision_sweep(
     (:func:`tfcourse.classification.interleaved_throughput`)."""
     from tfcourse.classification import (
         accuracy,
+        flops_per_image,
         interleaved_throughput,
         train_digits_activator,
         train_digits_convnet,
@@ -385,7 +372,7 @@ def vision_sweep(
     for (name, model), speed in zip(models.items(), speeds, strict=True):
         rows.append({"model": name, "parameters": sum(p.numel() for p in model.parameters()),
                      "accuracy": accuracy(model, data.test_images, data.test_labels),
-                     "mflop": _image_flops(model, images[:1]) / 1e6, "images_per_s": speed})
+                     "mflop": flops_per_image(model, images[:1]) / 1e6, "images_per_s": speed})
     return rows
 
 
