@@ -1,4 +1,6 @@
-"""tfcourse.training: schedules, reproducibility, exact resume, clipping, errors, progress."""
+"""tfcourse.training: schedules, reproducibility, exact resume, clipping, errors, progress,
+gradient accumulation, fp16 with a GradScaler, torch.compile and activation checkpointing (the
+data-parallel side is in test_distributed.py)."""
 
 import math
 from pathlib import Path
@@ -7,8 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from tfcourse.data import batches_from_tensors
-from tfcourse.training import History, TrainConfig, Trainer, lr_schedule
+from tfcourse.data import batches_from_tensors, recall_batches
+from tfcourse.language_models import DecoderOnlyLM, next_token_loss
+from tfcourse.training import History, TrainConfig, Trainer, checkpoint_blocks, lr_schedule
 
 
 def make_model(seed: int = 0, dropout: float = 0.1) -> nn.Module:
@@ -247,6 +250,130 @@ def test_batches_of_tuples_lists_and_dicts_reach_the_loss() -> None:
     assert seen == [dict, dict]
 
 
+# --- gradient accumulation, fp16, torch.compile, activation checkpointing ---
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_accumulation_makes_the_update_of_the_whole_batch(optimizer: str) -> None:
+    runs = []
+    for k in (1, 4):
+        model = make_model(dropout=0.0)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1) if optimizer == "sgd" else None
+        trainer = Trainer(model, mse_with_metric, regression_batches(),
+                          config(steps=6, log_every=1, accumulation_steps=k), optimizer=opt)
+        runs.append((trainer.fit(), parameters(model)))
+    (whole, p1), (accumulated, p4) = runs
+    # 4 micro-batches of 4 rows: the mean of their means is the mean of 16 rows, summed in
+    # another order, so equal to float32 rounding
+    assert accumulated.loss == pytest.approx(whole.loss, rel=1e-6)
+    assert accumulated.series("mae")[1] == pytest.approx(whole.series("mae")[1], rel=1e-6)
+    assert accumulated.grad_norm == pytest.approx(whole.grad_norm, rel=1e-5)
+    for a, b in zip(p1, p4, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_accumulation_needs_a_batch_that_splits_evenly() -> None:
+    trainer = Trainer(make_model(), mse, regression_batches(), config(accumulation_steps=3))
+    with pytest.raises(ValueError, match=r"batches: a batch of 16 rows does not split into "
+                                         r"world_size=1 x accumulation_steps=3 = 3 equal parts"):
+        trainer.fit()
+
+
+def test_fp16_runs_with_a_grad_scaler_that_skips_overflowing_steps() -> None:
+    model = make_model(dropout=0.0)
+    huge = lambda model, batch: 1e3 * mse(model, batch)  # noqa: E731  (fp16 gradients overflow)
+    trainer = Trainer(model, huge, regression_batches(),
+                      config(precision="fp16", log_every=1, steps=30, warmup_steps=0))
+    assert trainer.autocast_dtype == torch.float16 and trainer.scaler is not None
+    before = parameters(model)
+    trainer.fit(steps=1)
+    assert trainer.history.grad_norm[0] == math.inf  # scaled by 2^16, the gradients overflowed,
+    assert trainer.history.last("loss_scale") == 2.0**15  # so the scale was halved
+    assert all(torch.equal(a, b) for a, b in zip(before, parameters(model), strict=True))
+    history = trainer.fit()  # the step was skipped; with a smaller scale the steps go through
+    skipped = [g == math.inf for g in history.grad_norm]
+    assert 1 < sum(skipped) < 25 and not skipped[-1]
+    scales = [2.0**16, *history.series("loss_scale")[1]]
+    # halved after each overflow, kept otherwise (it grows only after 2000 clean steps)
+    assert all(new == (old / 2 if skip else old)
+               for old, new, skip in zip(scales, scales[1:], skipped, strict=False))
+    assert not torch.equal(before[0], parameters(model)[0])
+
+
+def test_fp16_on_the_cpu_learns_and_resumes_exactly(tmp_path: Path) -> None:
+    cfg = config(precision="fp16", steps=40, lr=3e-2, log_every=10)
+    full = Trainer(make_model(), mse, regression_batches(), cfg)
+    full.fit()
+    assert full.history.loss[-1] < 0.2 * full.history.loss[0]
+    first = Trainer(make_model(), mse, regression_batches(), cfg)
+    first.fit(steps=17)
+    first.save(tmp_path / "fp16.pt")
+    resumed = Trainer.resume(tmp_path / "fp16.pt", make_model(seed=3), mse, regression_batches())
+    assert resumed.scaler.get_scale() == first.scaler.get_scale()  # the scaler came back too
+    resumed.fit()
+    assert without_timings(resumed.history) == without_timings(full.history)
+    with pytest.raises(ValueError, match=r"state: expected a checkpoint of format \(1, 2\)"):
+        resumed.load_state_dict({**resumed.state_dict(), "format": 7})
+
+
+def tiny_gpt() -> nn.Module:
+    torch.manual_seed(0)
+    return DecoderOnlyLM(16, max_len=16, d_model=32, num_heads=2, num_layers=2, dropout=0.1)
+
+
+def lm_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    tokens, _ = batch
+    return next_token_loss(model(tokens), tokens)
+
+
+def induction_batches():
+    return recall_batches("induction", 8, seed=0, seq_len=16, vocab_size=16)
+
+
+def test_compile_trains_like_eager_and_keeps_the_parameter_names(tmp_path: Path) -> None:
+    runs = []
+    for compile in (False, "aot_eager"):  # AOTAutograd without Inductor: seconds, not minutes
+        trainer = Trainer(tiny_gpt(), lm_loss, induction_batches(),
+                          config(steps=4, log_every=1, warmup_steps=0, compile=compile))
+        runs.append((trainer.fit(), trainer))
+    (eager, _), (compiled, trainer) = runs
+    assert compiled.loss == pytest.approx(eager.loss, rel=1e-5)
+    assert trainer.train_model is not trainer.model  # compiled for training ...
+    assert list(trainer.state_dict()["model"]) == list(tiny_gpt().state_dict())  # ... same names
+    trainer.save(tmp_path / "compiled.pt")
+    Trainer(tiny_gpt(), lm_loss, induction_batches(), config(steps=4, warmup_steps=0)).load(
+        tmp_path / "compiled.pt")
+
+
+def test_activation_checkpointing_recomputes_the_blocks_and_changes_nothing_else() -> None:
+    runs = []
+    for on in (False, True):
+        model = tiny_gpt()
+        calls = []
+        model.decoder.layers[0].feed_forward.register_forward_hook(
+            lambda *args, calls=calls: calls.append(torch.is_grad_enabled()))
+        trainer = Trainer(model, lm_loss, induction_batches(),
+                          config(steps=3, log_every=1, warmup_steps=0,
+                                 activation_checkpointing=on))
+        runs.append((trainer.fit(), parameters(model), len(calls)))
+    (plain, p_plain, n_plain), (checkpointed, p_checkpointed, n_checkpointed) = runs
+    assert n_plain == 3 and n_checkpointed == 6  # each block ran again in the backward pass
+    # recomputed with the same random state (dropout masks) and the same kernels: bit for bit
+    assert checkpointed.loss == plain.loss
+    assert all(torch.equal(a, b) for a, b in zip(p_plain, p_checkpointed, strict=True))
+
+    model = tiny_gpt()
+    assert checkpoint_blocks(model) == ["decoder.layers.0", "decoder.layers.1"]
+    assert checkpoint_blocks(model) == ["decoder.layers.0", "decoder.layers.1"]  # idempotent
+    assert list(model.state_dict()) == list(tiny_gpt().state_dict())
+    with torch.no_grad():  # no gradients, nothing to recompute: a plain forward
+        torch.testing.assert_close(model.eval()(torch.ones(1, 4, dtype=torch.long)),
+                                   tiny_gpt().eval()(torch.ones(1, 4, dtype=torch.long)))
+    with pytest.raises(ValueError, match="activation_checkpointing: the model has no "
+                                         "nn.ModuleList of blocks"):
+        Trainer(make_model(), mse, regression_batches(), config(activation_checkpointing=True))
+
+
 # --- progress display ---
 
 
@@ -281,7 +408,7 @@ def test_progress_rewrites_one_line_on_a_terminal(monkeypatch, capsys) -> None:
     (dict(steps=0), "steps: expected an int >= 1, got 0"),
     (dict(steps=2.5), "steps: expected an int >= 1, got 2.5"),
     (dict(schedule="step"), "schedule: expected one of"),
-    (dict(precision="fp16"), "precision: expected one of"),
+    (dict(precision="fp8"), "precision: expected one of"),
     (dict(warmup_steps=31), "warmup_steps: expected at most steps=30, got 31"),
     (dict(lr=0), "lr: expected a number > 0, got 0"),
     (dict(weight_decay=-1), "weight_decay: expected a number >= 0"),
@@ -296,6 +423,11 @@ def test_progress_rewrites_one_line_on_a_terminal(monkeypatch, capsys) -> None:
     (dict(checkpoint_every=5), "checkpoint_every: needs checkpoint_path"),
     (dict(seed=-2), "seed: expected an int >= 0"),
     (dict(progress="yes"), "progress: expected True or False"),
+    (dict(accumulation_steps=0), "accumulation_steps: expected an int >= 1, got 0"),
+    (dict(compile="fastest"), r"compile: expected True, False or a backend of .*'fastest'"),
+    (dict(compile=1), "compile: expected True, False or a backend name, got 1"),
+    (dict(activation_checkpointing="yes"), "activation_checkpointing: expected True or False"),
+    (dict(find_unused_parameters=1), "find_unused_parameters: expected True or False"),
 ])
 def test_bad_config_values_get_clear_errors(overrides: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -38,7 +38,8 @@ Python), :mod:`tfcourse.training` (the trainer every chapter uses), :mod:`tfcour
 and :mod:`tfcourse.activator` (chapter 6), :mod:`tfcourse.hyena` (chapter 7), :mod:`tfcourse.ssm`,
 :mod:`tfcourse.mamba` and :mod:`tfcourse.norms` (chapter 8), :mod:`tfcourse.moe` and
 :mod:`tfcourse.jamba` (chapter 9), :mod:`tfcourse.mee`, :mod:`tfcourse.retrieval` and
-:mod:`tfcourse.data.clips` (chapter 10).
+:mod:`tfcourse.data.clips` (chapter 10), :mod:`tfcourse.distributed` (the process group of a
+``torchrun`` launch) and :mod:`tfcourse.train` (``python -m tfcourse.train``, chapter 11).
 """
 
 from tfcourse.activator import (
@@ -112,7 +113,7 @@ from tfcourse.tome import (
     merge_tokens,
     proportional_attention,
 )
-from tfcourse.training import History, TrainConfig, Trainer
+from tfcourse.training import History, TrainConfig, Trainer, checkpoint_blocks
 from tfcourse.transformer import (
     Decoder,
     DecoderLayer,
@@ -175,6 +176,7 @@ __all__ = [
     "autocast_dtype",
     "bipartite_soft_matching",
     "causal_mask",
+    "checkpoint_blocks",
     "combine_masks",
     "default_device",
     "direct_causal_conv",

@@ -6,11 +6,17 @@ A :class:`Trainer` runs ``config.steps`` optimizer steps of AdamW (Loshchilov & 
 * a learning-rate schedule: linear warm-up, then cosine, linear, constant or inverse-square-root
   decay (:func:`lr_schedule`; the inverse square root is the schedule of Vaswani et al. 2017,
   §5.3, Eq. 3);
-* gradient clipping by global norm, and bf16 autocast on a GPU (``precision``);
-* seeded, reproducible runs, and checkpoints that resume exactly: model, optimizer, step, history
-  and every random-number generator are saved, and ``batches`` is a function of the step, so a run
-  stopped at step k and resumed gives the parameters of the uninterrupted run bit for bit (on the
-  CPU; on a GPU, only with ``torch.use_deterministic_algorithms(True)``);
+* gradient clipping by global norm; bf16 autocast, or fp16 autocast with a ``GradScaler``
+  (``precision``); gradient accumulation (``accumulation_steps``); ``torch.compile``
+  (``compile``); activation checkpointing (``activation_checkpointing``, :func:`checkpoint_blocks`);
+* data-parallel training: run the same script under ``torchrun --nproc_per_node=W``, and each of
+  the W processes trains on its share of every step's batch, with ``DistributedDataParallel``
+  averaging the gradients (:mod:`tfcourse.distributed`; book: chapter 11);
+* seeded, reproducible runs, and checkpoints that resume exactly: model, optimizer, gradient
+  scaler, step, history and every random-number generator (of every rank) are saved, and
+  ``batches`` is a function of the step, so a run stopped at step k and resumed gives the
+  parameters of the uninterrupted run bit for bit (on the CPU; on a GPU, only with
+  ``torch.use_deterministic_algorithms(True)``);
 * a one-line progress display and a :class:`History` that the lessons plot
   (:func:`tfcourse.plotting.plot_history`).
 
@@ -37,13 +43,17 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.checkpoint import checkpoint
 
-from tfcourse import _validate
+from tfcourse import _validate, distributed
 from tfcourse.runtime import default_device, seed_everything
 
 SCHEDULES = ("cosine", "linear", "constant", "inverse_sqrt")
-PRECISIONS = ("fp32", "bf16", "auto")
-TRAIN_KEYS = ("step", "loss", "lr", "grad_norm", "seconds", "examples_per_s", "tokens_per_s")
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+TRAIN_KEYS = ("step", "loss", "lr", "grad_norm", "seconds", "examples_per_s", "tokens_per_s",
+              "loss_scale")
+CHECKPOINT_FORMATS = (1, 2)  # 2 added the gradient scaler and the random states of every rank
 
 
 def lr_schedule(
@@ -88,12 +98,27 @@ class TrainConfig:
     """Everything a run depends on besides the model, the loss and the data.
 
     ``precision``: "fp32"; "bf16" (autocast to bfloat16: on a GPU, faster and as stable as fp32
-    for these models; on the CPU it is allowed but usually slower, useful only to test); "auto"
-    (bf16 on a GPU that supports it, fp32 elsewhere). ``device`` None picks
+    for these models; on the CPU it is allowed but usually slower, useful only to test); "fp16"
+    (autocast to float16 with dynamic loss scaling by ``torch.amp.GradScaler``, for GPUs without
+    bfloat16 such as Colab's T4: float16 has bfloat16's precision and more, but its range ends at
+    65504, and small gradients underflow to 0 unless the loss is scaled up first; on the CPU it
+    runs, CPU autocast and ``GradScaler("cpu")`` included, slowly: useful to test the mechanics
+    only); "auto" (bf16 on a GPU that supports it, fp32 elsewhere). See PyTorch's "Automatic
+    Mixed Precision" page (https://pytorch.org/docs/stable/amp.html). ``device`` None picks
     :func:`tfcourse.runtime.default_device`. ``log_every``: steps per :class:`History` record (its
     loss is the mean over those steps). ``eval_every``: steps between calls of ``eval_fn`` (it
     also runs when training reaches ``steps``). ``checkpoint_path``: where :meth:`Trainer.fit`
     saves a checkpoint every ``checkpoint_every`` steps and when it returns.
+
+    ``accumulation_steps`` k: each step's batch is cut into k micro-batches whose gradients add up
+    before the one optimizer step: the update of the whole batch with the activation memory of one
+    k-th of it. ``compile``: run the training forward and backward through ``torch.compile``
+    (True: the default backend, Inductor; or the name of a backend of
+    ``torch.compiler.list_backends()``, e.g. "aot_eager"). ``activation_checkpointing``: keep only
+    the inputs of each block of the model's layer stacks and recompute the rest during the backward
+    pass (:func:`checkpoint_blocks`). ``find_unused_parameters``: passed to
+    ``DistributedDataParallel`` under torchrun; True for a model whose forward may leave some
+    parameters without a gradient (a mixture of experts whose router skips an expert).
     """
 
     steps: int
@@ -112,6 +137,10 @@ class TrainConfig:
     progress: bool = True
     checkpoint_path: str | Path | None = None
     checkpoint_every: int | None = None
+    accumulation_steps: int = 1
+    compile: bool | str = False
+    activation_checkpointing: bool = False
+    find_unused_parameters: bool = False
 
     def __post_init__(self) -> None:
         _validate.integer(self.steps, "steps", 1)
@@ -143,8 +172,19 @@ class TrainConfig:
                 _validate.integer(getattr(self, name), name, 1)
         if self.checkpoint_every is not None and self.checkpoint_path is None:
             raise ValueError("checkpoint_every: needs checkpoint_path, which is None")
-        if not isinstance(self.progress, bool):
-            raise ValueError(f"progress: expected True or False, got {self.progress!r}")
+        _validate.integer(self.accumulation_steps, "accumulation_steps", 1)
+        for name in ("progress", "activation_checkpointing", "find_unused_parameters"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}: expected True or False, got {getattr(self, name)!r}")
+        if isinstance(self.compile, str):
+            backends = torch.compiler.list_backends(exclude_tags=())
+            if self.compile not in backends:
+                raise ValueError(f"compile: expected True, False or a backend of "
+                                 f"torch.compiler.list_backends() {backends}, got "
+                                 f"{self.compile!r}")
+        elif not isinstance(self.compile, bool):
+            raise ValueError(f"compile: expected True, False or a backend name, got "
+                             f"{self.compile!r}")
 
 
 class History:
@@ -272,6 +312,120 @@ def _rate(count: float, seconds: float, unit: str) -> str:
     return f"{rate / 1000:.1f}k {unit}/s" if rate >= 1000 else f"{rate:.1f} {unit}/s"
 
 
+def _tensors(batch: Any) -> list[torch.Tensor]:
+    if isinstance(batch, torch.Tensor):
+        return [batch]
+    if isinstance(batch, Mapping):
+        return [t for v in batch.values() for t in _tensors(v)]
+    if isinstance(batch, tuple | list):
+        return [t for v in batch for t in _tensors(v)]
+    return []
+
+
+def _rows(batch: Any, start: int, count: int) -> Any:
+    """Rows ``start … start + count - 1`` of every tensor of ``batch`` (views, no copy)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.narrow(0, start, count) if batch.ndim else batch
+    if isinstance(batch, Mapping):
+        return {k: _rows(v, start, count) for k, v in batch.items()}
+    if isinstance(batch, tuple | list):
+        return type(batch)(_rows(v, start, count) for v in batch)
+    return batch
+
+
+def shard_batch(batch: Any, rank: int, world_size: int, accumulation_steps: int = 1) -> list[Any]:
+    """The micro-batches that rank ``rank`` of ``world_size`` trains on, in order.
+
+    The batch (its tensors share their first dimension, B) is cut into ``world_size *
+    accumulation_steps`` equal parts of contiguous rows; rank r gets parts ``r * k … r * k + k -
+    1`` (k = ``accumulation_steps``). Every row is used once, by one rank, and which rows a rank
+    gets depends only on the batch, so on the step. When ``loss_fn`` is a mean over rows that
+    count alike (next-token, classification and recall losses are), the mean of the parts' losses
+    is the loss of the whole batch, and so are the averaged gradients, to rounding.
+    """
+    parts = world_size * accumulation_steps
+    if parts == 1:
+        return [batch]
+    tensors = [t for t in _tensors(batch) if t.ndim]
+    if not tensors:
+        raise ValueError("batches: to split a batch across processes or micro-batches it must "
+                         "hold tensors with a batch dimension; this one holds none")
+    rows = tensors[0].shape[0]
+    for t in tensors:
+        if t.shape[0] != rows:
+            raise ValueError(f"batches: every tensor of a batch must have its B rows first to be "
+                             f"split across processes or micro-batches; got first dimensions "
+                             f"{[t.shape[0] for t in tensors]}")
+    if rows % parts:
+        raise ValueError(
+            f"batches: a batch of {rows} rows does not split into world_size={world_size} x "
+            f"accumulation_steps={accumulation_steps} = {parts} equal parts; use a batch size "
+            f"divisible by {parts}")
+    size = rows // parts
+    return [_rows(batch, (rank * accumulation_steps + j) * size, size)
+            for j in range(accumulation_steps)]
+
+
+class _CheckpointedForward:
+    """A block's forward that, when gradients are recorded, keeps only its inputs and recomputes
+    its activations during the backward pass (``torch.utils.checkpoint.checkpoint``,
+    non-reentrant, random states preserved so dropout draws the same masks again)."""
+
+    def __init__(self, forward: Callable[..., Any]) -> None:
+        self.forward = forward
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not torch.is_grad_enabled():  # evaluation, generation: nothing to save memory on
+            return self.forward(*args, **kwargs)
+        return checkpoint(self.forward, *args, use_reentrant=False, **kwargs)
+
+
+def checkpoint_blocks(model: nn.Module) -> list[str]:
+    """Turn on activation checkpointing for every block of ``model``'s layer stacks; return the
+    names of the blocks.
+
+    The blocks are the elements of the outermost ``nn.ModuleList``s (a ModuleList inside a block,
+    such as a mixture of experts' experts, is left alone): the layers of every model of the
+    course (``Encoder``/``Decoder`` layers, hence the language models and ``Transformer``; the
+    blocks of ``VisionTransformer``, ``ToMeViT``, ``ActivatorClassifier``, ``HyenaLM``,
+    ``MambaLM``; the layers of ``JambaLM``). Each block's ``forward`` is wrapped in place, so
+    parameter names and checkpoints do not change; calling it again does nothing more. While
+    gradients are recorded, a block then stores only its input and recomputes its activations
+    in the backward pass: activation memory of one block instead of all, for about one more
+    forward pass of compute (PyTorch: https://pytorch.org/docs/stable/checkpoint.html).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    names: list[str] = []
+
+    def visit(module: nn.Module, prefix: str) -> None:
+        for name, child in module.named_children():
+            if isinstance(child, nn.ModuleList):
+                for i, block in enumerate(child):
+                    if not isinstance(block.__dict__.get("forward"), _CheckpointedForward):
+                        block.forward = _CheckpointedForward(block.forward)
+                    names.append(f"{prefix}{name}.{i}")
+            else:
+                visit(child, f"{prefix}{name}.")
+
+    visit(model, "")
+    return names
+
+
+class _DistributedDataParallel(DistributedDataParallel):
+    """DistributedDataParallel that passes the attributes it lacks to the model it wraps, so that
+    a ``loss_fn`` can still call ``model.aux_loss()`` under torchrun."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            modules = self.__dict__.get("_modules", {})
+            if name == "module" or "module" not in modules:
+                raise
+            return getattr(modules["module"], name)
+
+
 class Trainer:
     """Trains ``model`` on ``loss_fn(model, batches(step))`` as ``config`` says.
 
@@ -285,6 +439,24 @@ class Trainer:
 
     Building a trainer seeds Python, NumPy and torch with ``config.seed`` (dropout draws from
     torch's generator), so two trainers built alike train alike.
+
+    **Under torchrun** (book: chapter 11) the same code trains data-parallel. Building the trainer
+    joins the process group (:func:`tfcourse.distributed.init_from_env`: gloo on the CPU, nccl on
+    GPUs, one GPU per process) and wraps the model in ``DistributedDataParallel``
+    (https://pytorch.org/docs/stable/notes/ddp.html), which averages the gradients of the ranks
+    during the backward pass. ``batches(step)`` is still the *whole* batch of the step: every rank
+    draws it and trains on its own share (:func:`shard_batch`: rank r of W takes the r-th of W
+    equal blocks of rows), so W processes train on the batch that one process would, and the loss
+    curve is that of one process, to rounding. Hence the batch size must be divisible by W (times
+    ``accumulation_steps``). The loss and the metrics of the history are averaged over the ranks
+    (every rank holds the same history); ``eval_fn`` runs on every rank and its metrics are
+    averaged too; only rank 0 shows progress and writes checkpoints. Rank r seeds its generators
+    with ``config.seed + r`` (each rank draws its own dropout masks; rank 0 is the single-process
+    run). ``loss_fn`` must call the model (``model(x)``): that call is where
+    ``DistributedDataParallel`` prepares the averaging, and calling a submodule or a method
+    instead (``model.encode(x)``) is refused with an error; other attributes (``model.aux_loss()``)
+    reach the model. :attr:`model` stays your model, unwrapped; :attr:`train_model` is what
+    ``loss_fn`` receives (your model, or its DDP and ``torch.compile`` wrappers).
     """
 
     def __init__(
@@ -301,26 +473,55 @@ class Trainer:
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
         self.config = config
-        self.device = torch.device(config.device) if config.device else default_device()
-        if self.device.type == "cuda" and not torch.cuda.is_available():
+        device = torch.device(config.device) if config.device else default_device()
+        if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device: {config.device!r} asks for a GPU, but CUDA sees none; "
                              "use None (the default device) or 'cpu'")
+        self.device = distributed.rank_device(device)  # under torchrun: cuda:LOCAL_RANK
+        distributed.init_from_env(self.device)  # nothing outside torchrun
+        self.rank, self.world_size = distributed.rank(), distributed.world_size()
         self.autocast_dtype = self._autocast_dtype()
-        seed_everything(config.seed)
+        seed_everything(config.seed + self.rank)
         self.model = model.to(self.device)
+        if config.activation_checkpointing and not checkpoint_blocks(self.model):
+            raise ValueError("activation_checkpointing: the model has no nn.ModuleList of "
+                             "blocks to checkpoint (see tfcourse.training.checkpoint_blocks)")
         self.loss_fn, self.batches, self.eval_fn = loss_fn, batches, eval_fn
         self.optimizer = optimizer if optimizer is not None else self._adamw()
         for group in self.optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])  # the schedule scales this
+        # fp16 needs loss scaling (its smallest normal number is 6e-5); bf16 has fp32's range
+        self.scaler = (torch.amp.GradScaler(self.device.type) if config.precision == "fp16"
+                       else None)
+        self._ddp: DistributedDataParallel | None = None
+        self.train_model: nn.Module = self.model
+        if distributed.is_initialized():
+            self._ddp = _DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=config.find_unused_parameters)
+            self.train_model = self._ddp
+        if config.compile:
+            # DDP first, then compile: Dynamo then splits the graph at DDP's gradient buckets
+            # (PyTorch's DDP notes, "TorchDynamo DDPOptimizer")
+            backend = {} if config.compile is True else {"backend": config.compile}
+            self.train_model = torch.compile(self.train_model, **backend)
+        self._model_called = False
+        if self._ddp is not None:
+            self.train_model.register_forward_pre_hook(self._mark_called)
         self.step = 0
         self.history = History()
         self._window: dict[str, list[float]] = {}  # per-step values since the last record
+
+    def _mark_called(self, module: nn.Module, args: Any) -> None:
+        self._model_called = True
 
     def _autocast_dtype(self) -> torch.dtype | None:
         cuda = self.device.type == "cuda"
         bf16_ok = cuda and torch.cuda.is_bf16_supported()
         if self.config.precision == "bf16" and cuda and not bf16_ok:
-            raise ValueError("precision: this GPU has no bfloat16 support; use 'fp32'")
+            raise ValueError("precision: this GPU has no bfloat16 support; use 'fp16' or 'fp32'")
+        if self.config.precision == "fp16":
+            return torch.float16
         if self.config.precision == "bf16" or (self.config.precision == "auto" and bf16_ok):
             return torch.bfloat16
         return None
@@ -341,44 +542,89 @@ class Trainer:
         return lr_schedule(step, total_steps=c.steps, warmup_steps=c.warmup_steps,
                            schedule=c.schedule, min_lr_ratio=c.min_lr_ratio)
 
-    def _train_step(self) -> tuple[float, float, dict[str, float], Any]:
-        """One optimizer step: returns (loss, pre-clipping gradient norm, metrics, batch)."""
-        for group in self.optimizer.param_groups:
-            group["lr"] = group["initial_lr"] * self._lr_factor(self.step)
-        batch = _to_device(self.batches(self.step), self.device)
-        self.model.train()
+    def _forward(self, batch: Any) -> tuple[torch.Tensor, Mapping[str, Any]]:
+        """``loss_fn`` on one micro-batch, under autocast: (loss, metrics)."""
         autocast = (torch.autocast(self.device.type, dtype=self.autocast_dtype)
                     if self.autocast_dtype else contextlib.nullcontext())
+        self._model_called = False
         with autocast:
-            out = self.loss_fn(self.model, batch)
+            out = self.loss_fn(self.train_model, batch)
         loss, metrics = out if isinstance(out, tuple) else (out, {})
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             raise TypeError("loss_fn: expected a scalar tensor (or (loss, metrics)), got "
                             f"{type(loss).__name__} {getattr(loss, 'shape', '')}")
-        value = loss.item()
-        if not math.isfinite(value):
+        if self._ddp is not None and not self._model_called:
+            raise RuntimeError(
+                "loss_fn: under torchrun it must call the model it is given (model(x)); "
+                "calling a submodule or a method (model.encode(x)) bypasses "
+                "DistributedDataParallel, and the ranks' gradients would not be averaged")
+        return loss, metrics
+
+    def _train_step(self) -> tuple[dict[str, float], Any]:
+        """One optimizer step: returns the step's values (loss, pre-clipping gradient norm,
+        metrics; averaged over micro-batches and ranks) and the whole batch of the step."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * self._lr_factor(self.step)
+        batch = self.batches(self.step)
+        parts = shard_batch(batch, self.rank, self.world_size, self.config.accumulation_steps)
+        self.train_model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        losses: list[float] = []
+        metrics: dict[str, list[float]] = {}
+        for i, part in enumerate(parts):
+            # DDP averages the gradients in the backward pass of the last micro-batch only; the
+            # others just add into .grad (no_sync; https://pytorch.org/docs/stable/generated/
+            # torch.nn.parallel.DistributedDataParallel.html)
+            last = i == len(parts) - 1
+            sync = (self._ddp.no_sync() if self._ddp is not None and not last
+                    else contextlib.nullcontext())
+            with sync:
+                loss, part_metrics = self._forward(_to_device(part, self.device))
+                # the mean over k equal micro-batches: each one's loss counts 1/k
+                scaled = loss / len(parts) if len(parts) > 1 else loss
+                (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+            losses.append(loss.item())
+            for name, value in part_metrics.items():
+                metrics.setdefault(name, []).append(
+                    float(value.detach() if isinstance(value, torch.Tensor) else value))
+        # float64 so that one process, one micro-batch records exactly loss.item(), as before
+        local = torch.tensor([sum(losses) / len(losses)]
+                             + [sum(v) / len(v) for v in metrics.values()], dtype=torch.float64)
+        averaged = distributed.all_reduce_mean(local).tolist()  # the same on every rank
+        value, metric_values = averaged[0], dict(zip(metrics, averaged[1:], strict=True))
+        if not math.isfinite(value):  # every rank sees the mean, so every rank stops here
             raise FloatingPointError(
                 f"step {self.step}: the loss is {value}; training stopped. Lower the learning "
                 "rate, add warm-up or gradient clipping, or look for a log of 0 in the loss")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)  # clip and measure the true gradients
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         clip = self.config.grad_clip if self.config.grad_clip is not None else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(params, clip).item()  # the norm before
-        self.optimizer.step()
+        if self.scaler is not None:
+            if not math.isfinite(grad_norm):
+                grad_norm = math.inf  # overflowed (inf or nan): recorded as inf, step skipped
+            self.scaler.step(self.optimizer)  # skipped when a gradient overflowed
+            self.scaler.update()  # halve the scale after an overflow, grow it after a while
+            metric_values["loss_scale"] = self.scaler.get_scale()
+        else:
+            self.optimizer.step()
         self.step += 1
-        metrics = {k: float(v.detach() if isinstance(v, torch.Tensor) else v)
-                   for k, v in metrics.items()}
-        return value, grad_norm, metrics, batch
+        return {"loss": value, "grad_norm": grad_norm, **metric_values}, batch
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Run ``eval_fn`` (eval mode, no gradients), record and return its metrics."""
+        """Run ``eval_fn`` (eval mode, no gradients), record and return its metrics (under
+        torchrun: on every rank, averaged over the ranks)."""
         if self.eval_fn is None:
             raise ValueError("eval_fn: this trainer has none")
         self.model.eval()
         metrics = {k: float(v) for k, v in self.eval_fn(self.model).items()}
         self.model.train()
+        if self.world_size > 1 and metrics:
+            averaged = distributed.all_reduce_mean(
+                torch.tensor(list(metrics.values()), dtype=torch.float64)).tolist()
+            metrics = dict(zip(metrics, averaged, strict=True))
         clash = sorted(set(metrics) & set(TRAIN_KEYS))
         if clash:
             raise ValueError(f"eval_fn: returned {clash}, names of training series; rename them "
@@ -396,16 +642,16 @@ class Trainer:
         if end > c.steps:
             raise ValueError(f"steps: {steps} more steps would end at step {end}, after "
                              f"config.steps={c.steps} (the schedule's end)")
-        progress = _Progress(c.progress)
+        progress = _Progress(c.progress and distributed.is_main())
         first_step, start = self.step, time.perf_counter()
         offset = self.history.train[-1]["seconds"] if self.history.train else 0.0
         window_start, sizes = start, (None, None)
         try:
             while self.step < end:
-                loss, grad_norm, metrics, batch = self._train_step()
+                values, batch = self._train_step()
                 if self.step == first_step + 1:
-                    sizes = _batch_sizes(batch)
-                for name, value in {"loss": loss, "grad_norm": grad_norm, **metrics}.items():
+                    sizes = _batch_sizes(batch)  # of the whole batch: rates count all ranks
+                for name, value in values.items():
                     self._window.setdefault(name, []).append(value)
                 now = time.perf_counter()
                 if self.step % c.log_every == 0 or self.step == c.steps:
@@ -456,7 +702,10 @@ class Trainer:
     # --- checkpoints ---
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything a resumed run needs (plain tensors, lists and numbers)."""
+        """Everything a resumed run needs (plain tensors, lists and numbers).
+
+        Under torchrun this is a collective (it gathers the random states of every rank): call it
+        on every rank, as :meth:`save` does."""
         np_state = np.random.get_state()
         rng = {"torch": torch.get_rng_state(), "python": random.getstate(),
                "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]]}
@@ -466,17 +715,36 @@ class Trainer:
         config["device"] = None if self.config.device is None else str(self.config.device)
         if config["checkpoint_path"] is not None:
             config["checkpoint_path"] = str(config["checkpoint_path"])
-        return {"format": 1, "step": self.step, "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "history": self.history.as_dict(),
-                "window": self._window, "rng": rng, "config": config}
+        state = {"format": 2, "step": self.step, "model": self.model.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "history": self.history.as_dict(),
+                 "window": self._window, "rng": rng, "config": config,
+                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                 "world_size": self.world_size}
+        if self.world_size > 1:
+            # ranks draw dropout from generators of their own: all of them are needed to resume
+            state["rng_per_rank"] = distributed.all_gather_object(rng)
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`. Every rank loads the same checkpoint; each takes its own
+        random states back (a run resumed on another number of processes gets everything else
+        back, and ranks without saved states keep their fresh ones)."""
+        if state.get("format") not in CHECKPOINT_FORMATS:
+            raise ValueError(f"state: expected a checkpoint of format {CHECKPOINT_FORMATS}, got "
+                             f"format {state.get('format')!r}")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state.get("scaler") is not None:
+            self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
         self.history = History(**state["history"])
         self._window = {k: list(v) for k, v in state["window"].items()}
-        rng = state["rng"]
+        per_rank = state.get("rng_per_rank") or [state["rng"]]
+        if self.rank < len(per_rank):
+            self._set_rng(per_rank[self.rank])
+
+    @staticmethod
+    def _set_rng(rng: Mapping[str, Any]) -> None:
         torch.set_rng_state(rng["torch"])
         random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in rng["python"]))
         name, keys, *rest = rng["numpy"]
@@ -485,12 +753,18 @@ class Trainer:
             torch.cuda.set_rng_state_all(rng["cuda"])
 
     def save(self, path: str | Path) -> None:
-        """Write a checkpoint to ``path`` (atomically: a crash never leaves half a file)."""
+        """Write a checkpoint to ``path`` (atomically: a crash never leaves half a file).
+
+        Under torchrun every rank calls it (it is a collective); rank 0 writes the file, and no
+        rank returns before the file is complete."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
+        state = self.state_dict()
+        if distributed.is_main():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            torch.save(state, tmp)
+            os.replace(tmp, path)
+        distributed.barrier()
 
     def load(self, path: str | Path) -> None:
         """Restore a checkpoint written by :meth:`save` into this trainer."""
