@@ -100,15 +100,16 @@ class TrainConfig:
     ``precision``: "fp32"; "bf16" (autocast to bfloat16: on a GPU, faster and as stable as fp32
     for these models; on the CPU it is allowed but usually slower, useful only to test); "fp16"
     (autocast to float16 with dynamic loss scaling by ``torch.amp.GradScaler``, for GPUs without
-    bfloat16 such as Colab's T4: float16 has bfloat16's precision and more, but its range ends at
-    65504, and small gradients underflow to 0 unless the loss is scaled up first; on the CPU it
-    runs, CPU autocast and ``GradScaler("cpu")`` included, slowly: useful to test the mechanics
-    only); "auto" (bf16 on a GPU that supports it, fp32 elsewhere). See PyTorch's "Automatic
-    Mixed Precision" page (https://pytorch.org/docs/stable/amp.html). ``device`` None picks
-    :func:`tfcourse.runtime.default_device`. ``log_every``: steps per :class:`History` record (its
-    loss is the mean over those steps). ``eval_every``: steps between calls of ``eval_fn`` (it
-    also runs when training reaches ``steps``). ``checkpoint_path``: where :meth:`Trainer.fit`
-    saves a checkpoint every ``checkpoint_every`` steps and when it returns.
+    bfloat16 such as Colab's T4: float16 is more precise than bfloat16 (10 bits of mantissa, not
+    7), but its range ends at 65504, and small gradients underflow to 0 unless the loss is scaled
+    up first; on the CPU it runs, CPU autocast and ``GradScaler("cpu")`` included, slowly: useful
+    to test the mechanics only); "auto" (bf16 on a GPU that supports it, fp32 elsewhere). See
+    PyTorch's "Automatic Mixed Precision" page (https://pytorch.org/docs/stable/amp.html).
+    ``device`` None picks :func:`tfcourse.runtime.default_device`. ``log_every``: steps per
+    :class:`History` record (its loss is the mean over those steps). ``eval_every``: steps
+    between calls of ``eval_fn`` (it also runs when training reaches ``steps``).
+    ``checkpoint_path``: where :meth:`Trainer.fit` saves a checkpoint every ``checkpoint_every``
+    steps and when it returns.
 
     ``accumulation_steps`` k: each step's batch is cut into k micro-batches whose gradients add up
     before the one optimizer step: the update of the whole batch with the activation memory of one
@@ -385,14 +386,20 @@ def checkpoint_blocks(model: nn.Module) -> list[str]:
     names of the blocks.
 
     The blocks are the elements of the outermost ``nn.ModuleList``s (a ModuleList inside a block,
-    such as a mixture of experts' experts, is left alone): the layers of every model of the
-    course (``Encoder``/``Decoder`` layers, hence the language models and ``Transformer``; the
-    blocks of ``VisionTransformer``, ``ToMeViT``, ``ActivatorClassifier``, ``HyenaLM``,
-    ``MambaLM``; the layers of ``JambaLM``). Each block's ``forward`` is wrapped in place, so
-    parameter names and checkpoints do not change; calling it again does nothing more. While
-    gradients are recorded, a block then stores only its input and recomputes its activations
-    in the backward pass: activation memory of one block instead of all, for about one more
-    forward pass of compute (PyTorch: https://pytorch.org/docs/stable/checkpoint.html).
+    such as a mixture of experts' experts, is left alone). Checked, with gradients equal to those
+    without checkpointing: the layers of ``Encoder``/``Decoder`` (so ``DecoderOnlyLM``,
+    ``EncoderOnlyLM``, ``Transformer``) and the blocks of ``VisionTransformer``,
+    ``ActivatorClassifier`` and ``HyenaLM``. Not covered: ``ToMeViT`` calls the parts of its
+    blocks itself, so nothing of it is recomputed (it is applied without training anyway);
+    ``MambaLM`` and ``JambaLM`` fail in the backward pass with a ``CheckpointError`` because the
+    chunked scan's backward (``tfcourse.ssm._ChunkedScan``) reads ``ctx.saved_tensors`` twice,
+    which non-reentrant checkpointing forbids.
+
+    Each block's ``forward`` is wrapped in place, so parameter names and checkpoints do not
+    change; calling it again does nothing more. While gradients are recorded, a block then stores
+    only its input and recomputes its activations in the backward pass: activation memory of one
+    block instead of all, for about one more forward pass of compute (PyTorch:
+    https://pytorch.org/docs/stable/checkpoint.html).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
