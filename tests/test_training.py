@@ -2,6 +2,7 @@
 gradient accumulation, fp16 with a GradScaler, torch.compile and activation checkpointing (the
 data-parallel side is in test_distributed.py)."""
 
+import copy
 import math
 from pathlib import Path
 
@@ -372,6 +373,20 @@ def test_activation_checkpointing_recomputes_the_blocks_and_changes_nothing_else
     with pytest.raises(ValueError, match="activation_checkpointing: the model has no "
                                          "nn.ModuleList of blocks"):
         Trainer(make_model(), mse, regression_batches(), config(activation_checkpointing=True))
+
+
+def test_activation_checkpointing_of_a_mamba_model_keeps_its_gradients() -> None:
+    from tfcourse.mamba import MambaLM
+
+    torch.manual_seed(0)
+    plain = MambaLM(16, d_model=32, num_layers=2)
+    checkpointed = copy.deepcopy(plain)
+    assert checkpoint_blocks(checkpointed) == ["blocks.0", "blocks.1"]
+    tokens = torch.randint(16, (2, 64))
+    for model in (plain, checkpointed):
+        model(tokens).logsumexp(-1).mean().backward()
+    assert all(torch.equal(a.grad, b.grad) for a, b in
+               zip(plain.parameters(), checkpointed.parameters(), strict=True))
 
 
 # --- progress display ---

@@ -254,8 +254,9 @@ class _ChunkedScan(torch.autograd.Function):
     def backward(ctx, dy, d_last):
         if dy is None and d_last is None:  # neither output was used
             return None, None, None, None, None, None
-        with _autocast_off(ctx.saved_tensors[0]):
-            return _ChunkedScan._backward(ctx, dy, d_last)
+        saved = ctx.saved_tensors  # once: non-reentrant checkpointing lets them be read once
+        with _autocast_off(saved[0]):
+            return _ChunkedScan._backward(ctx, saved, dy, d_last)
 
     @staticmethod
     def _forward(ctx, x, delta, A, B, C, L):
@@ -292,8 +293,8 @@ class _ChunkedScan(torch.autograd.Function):
         return y, h[:, -1].clone()  # the last chunk's last state
 
     @staticmethod
-    def _backward(ctx, dy, d_last):
-        x, delta, A, B, C = ctx.saved_tensors
+    def _backward(ctx, saved, dy, d_last):
+        x, delta, A, B, C = saved
         L, A_bar, states, h0, chunk_decay = ctx.L, ctx.A_bar, ctx.states, ctx.h0, ctx.chunk_decay
         batch, T, d_inner = x.shape
         N, n = A.shape[1], T // L

@@ -389,11 +389,11 @@ def checkpoint_blocks(model: nn.Module) -> list[str]:
     such as a mixture of experts' experts, is left alone). Checked, with gradients equal to those
     without checkpointing: the layers of ``Encoder``/``Decoder`` (so ``DecoderOnlyLM``,
     ``EncoderOnlyLM``, ``Transformer``) and the blocks of ``VisionTransformer``,
-    ``ActivatorClassifier`` and ``HyenaLM``. Not covered: ``ToMeViT`` calls the parts of its
-    blocks itself, so nothing of it is recomputed (it is applied without training anyway);
-    ``MambaLM`` and ``JambaLM`` fail in the backward pass with a ``CheckpointError`` because the
-    chunked scan's backward (``tfcourse.ssm._ChunkedScan``) reads ``ctx.saved_tensors`` twice,
-    which non-reentrant checkpointing forbids.
+    ``ActivatorClassifier``, ``HyenaLM`` and ``MambaLM``. Not covered: ``ToMeViT`` calls the
+    parts of its blocks itself, so nothing of it is recomputed (it is applied without training
+    anyway). In ``MambaLM`` and ``JambaLM`` the chunked scan (``tfcourse.ssm``) keeps its
+    states on its autograd context, outside the hooks that checkpointing uses, so the scan's
+    own memory is not freed; the rest of each block's is.
 
     Each block's ``forward`` is wrapped in place, so parameter names and checkpoints do not
     change; calling it again does nothing more. While gradients are recorded, a block then stores
