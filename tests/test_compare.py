@@ -96,8 +96,9 @@ def short_digit_training(tmp_path, monkeypatch):
     from tfcourse import classification
 
     monkeypatch.setenv("TFCOURSE_CACHE", str(tmp_path))
-    monkeypatch.setitem(classification.DIGITS_TRAINING, "steps", 2)
-    monkeypatch.setitem(classification.DIGITS_TRAINING, "warmup_steps", 1)
+    for recipe in (classification.DIGITS_TRAINING, classification.CONVNET_TRAINING):
+        monkeypatch.setitem(recipe, "steps", 2)
+        monkeypatch.setitem(recipe, "warmup_steps", 1)
 
 
 def test_vision_sweep_measures_the_digit_classifiers_and_tome(short_digit_training) -> None:
@@ -144,6 +145,7 @@ def test_command_line_prints_the_setting_the_tables_and_the_exponents(capsys) ->
     (["--device", "tpu"], "--device"),
     (["--pairs", "8", "--recall-lengths", "16"], "--recall-lengths"),
     (["--target", "1.5"], "--target"),
+    (["--lr", "0"], "--lr"),
 ])
 def test_command_line_rejects_bad_arguments_naming_the_argument(argv, named, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:

@@ -337,12 +337,13 @@ def vision_sweep(
     device: torch.device | str | None = None,
 ) -> list[dict]:
     """Rows ``{"model", "parameters", "accuracy", "mflop", "images_per_s"}`` for the digit
-    classifiers of chapters 4–6: the chapter-4 ViT, the chapter-6 Activator and chapter 4's
-    ConvNet at the ViT's parameter count, all trained by one recipe
-    (:data:`tfcourse.classification.DIGITS_TRAINING`) once and cached by
-    :mod:`tfcourse.classification`, and ToMe on the ViT with ``r`` tokens merged per block
-    (chapter 5, no retraining). Accuracy on the held-out digits; MFLOP per image; images per
-    second on a batch of ``batch_size`` test images, the models timed in alternation
+    classifiers of chapters 4–6 at one parameter count, trained once and cached by
+    :mod:`tfcourse.classification`: the chapter-4 ViT and the chapter-6 Activator by
+    :data:`~tfcourse.classification.DIGITS_TRAINING`, chapter 4's ConvNet by the same recipe in
+    a quarter of the steps (:data:`~tfcourse.classification.CONVNET_TRAINING`), and ToMe on
+    the ViT with ``r`` tokens merged per block (chapter 5, no retraining). Accuracy on the
+    held-out digits; MFLOP per image; images per second on a batch of ``batch_size`` test
+    images, the models timed in alternation
     (:func:`tfcourse.classification.interleaved_throughput`)."""
     from tfcourse.classification import (
         accuracy,
@@ -473,6 +474,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--repeats", type=_positive_int, default=3)
     parser.add_argument("--steps", type=_positive_int, default=400, help="recall training steps")
     parser.add_argument("--batch", type=_positive_int, default=32, help="recall batch size")
+    parser.add_argument("--lr", type=float, default=3e-3, help="recall peak learning rate")
     parser.add_argument("--pairs", type=_positive_int, default=4,
                         help="recall key-value pairs (chapters 7 and 9: 4, vocabulary 32)")
     parser.add_argument("--target", type=float, default=0.9, help="recall accuracy to reach")
@@ -487,6 +489,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if min(args.recall_lengths) < 3 * args.pairs:
         parser.error(f"argument --recall-lengths: expected lengths of at least 3 × --pairs = "
                      f"{3 * args.pairs}, got {min(args.recall_lengths)}")
+    if not args.lr > 0:
+        parser.error(f"argument --lr: expected a learning rate > 0, got {args.lr}")
     if not 0 <= args.target <= 1:
         parser.error(f"argument --target: expected an accuracy in [0, 1], got {args.target}")
     try:
@@ -514,10 +518,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         _print_cost(rows, min(args.fit_from, lengths[max(len(lengths) - 2, 0)]))
     if "recall" in args.parts:
         print(f"\nrecall: fp32, {args.steps} steps of batch {args.batch}, {args.pairs} pairs, "
-              f"vocabulary 32, lr 3e-3, seed 0")
+              f"vocabulary 32, lr {args.lr:g}, seed 0")
         rows = recall_sweep(args.recall_lengths, num_pairs=args.pairs, d_model=args.width,
                             num_layers=args.layers, steps=args.steps, batch=args.batch,
-                            target=args.target, device=device)
+                            lr=args.lr, target=args.target, device=device)
         _print_recall(rows, args.target)
     if "vision" in args.parts:
         print(f"\nvision: the digits (16 x 16 px), fp32, throughput on batches of 256, best of "
