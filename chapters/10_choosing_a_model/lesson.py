@@ -13,7 +13,7 @@
 #
 # 1. four sequence models (attention, Hyena, Mamba, Jamba) built at one parameter count;
 # 2. their cost against the sequence length: a training step and the decoding of one token;
-# 3. what they can learn: recall, as chapters 7 to 9 measured it;
+# 3. what they can learn: associative recall, by one recipe for all;
 # 4. the vision models (ViT, ToMe, Activator, a ConvNet) on the digits;
 # 5. which model when: a decision table, each row backed by a figure, and the usual summaries
 #    checked claim by claim;
@@ -119,10 +119,11 @@ for fast in ("Hyena", "Mamba", "Jamba"):
 print(f"(measured in {cost_seconds:.0f} s)")
 
 # %% [markdown]
-# Read the exponents with the sizes in mind. A training step of attention costs
+# Read the exponents with the sizes in mind. The forward pass of an attention block costs
 # $2BTC(4C + 2F)$ floating-point operations in the projections and the feed-forward network,
 # which grow as $T$, and $4BT^2C$ in the scores and the weighted sum, which grow as $T^2$
-# (exercise 5 derives both). With $F = 4C$ the quadratic part overtakes the rest at
+# (exercise 5 derives both); a training step costs about three times its forward pass, in the
+# same proportions. With $F = 4C$ the quadratic part overtakes the rest at
 # $T = 2C + F = 6C$, here 384 tokens: below that attention grows almost linearly, above it
 # towards $T^2$, and between 1,024 and 4,096 its fitted exponent sits between the two. Hyena's
 # FFT convolutions cost $O(T \log T)$ and Mamba's scan $O(T)$; exponents below 1 mean that
@@ -159,8 +160,9 @@ print(f"(measured in {cost_seconds:.0f} s)")
 # | growth exponent of decoding | 0.54 | 0.98 | **−0.04** | 0.99 |
 # | kept between tokens at 4,096 | 8 MiB (KV cache) | — | 0.06 MiB (state) | — |
 #
-# The run above, with two threads, gives the same ordering; its exponents differ in the
-# second digit.
+# The run above, with two threads, measures the same shapes: its exponents came out lower by up
+# to 0.15 (fixed costs weigh more when two threads share each call), and a crossover can move
+# by one measured length.
 
 # %% [markdown]
 # ## 3. What they learn: recall
