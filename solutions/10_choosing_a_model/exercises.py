@@ -61,9 +61,12 @@ tfcourse.pin_threads()
 # space of width $E$. A gated embedding unit is a linear map, then *context gating*, then a
 # normalisation to unit length (section 3, Eqs. 1–3):
 #
-# $$z = W_1 x + b_1, \qquad y = z \circ \sigma(W_2 z + b_2), \qquad
-# \operatorname{GEU}(x) = \frac{y}{\max(\lVert y \rVert_2,\ \epsilon)}, \quad
-# \epsilon = 10^{-12},$$
+# $$\begin{aligned}
+# z &= W_1 x + b_1, \cr
+# y &= z \circ \sigma(W_2 z + b_2), \cr
+# \operatorname{GEU}(x) &= \frac{y}{\max(\lVert y \rVert_2,\ \epsilon)},
+# \qquad \epsilon = 10^{-12},
+# \end{aligned}$$
 #
 # with $\sigma$ the logistic sigmoid and $\circ$ the product element by element. The gate
 # $\sigma(W_2 z + b_2)$, between 0 and 1, is computed from **all** the features of $z$, through
@@ -264,8 +267,10 @@ assert _hidden_tests()
 # about a scene on the appearance expert. Each stream $m$ has a vector $a_m$, and the caption's
 # logit for it is $a_m^\top t$ (section 3):
 #
-# $$s(t, v) = \sum_{m=1}^{M} w_m(t, v)\, \langle f_m(t), g_m(v_m) \rangle, \qquad
-# w_m(t, v) = \frac{\delta_m(v)\, e^{a_m^\top t}}{\sum_{j=1}^{M} \delta_j(v)\, e^{a_j^\top t}},$$
+# $$\begin{aligned}
+# s(t, v) &= \sum_{m=1}^{M} w_m(t, v)\, \langle f_m(t), g_m(v_m) \rangle, \cr
+# w_m(t, v) &= \frac{\delta_m(v)\, e^{a_m^\top t}}{\sum_{j=1}^{M} \delta_j(v)\, e^{a_j^\top t}},
+# \end{aligned}$$
 #
 # with $\delta_m(v) = 1$ when clip $v$ has stream $m$ and 0 when it is **missing** (a still image
 # has no motion and no audio; a clip without sound has no audio). The weights are a softmax of
@@ -510,9 +515,12 @@ assert _hidden_tests()
 # against the other captions), so that retrieval works in both directions, text to clip and
 # clip to text (section 3):
 #
-# $$\mathcal{L} = \frac{1}{B} \sum_{i=1}^{B} \sum_{j \ne i}
+# $$\begin{aligned}
+# \mathcal{L} &= \frac{1}{B} \sum_{i=1}^{B} \sum_{j \ne i}
 # \Big( \big[\, m + s_{ij} - s_{ii} \,\big]_+ + \big[\, m + s_{ji} - s_{ii} \,\big]_+ \Big),
-# \qquad [a]_+ = \max(a, 0).$$
+# \cr
+# [a]_+ &= \max(a, 0).
+# \end{aligned}$$
 #
 # A wrong pair costs nothing once it scores at least $m$ below the matching pair of its row or
 # column; the diagonal itself is never a wrong pair. The sum is divided by the $B$ matching
