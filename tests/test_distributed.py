@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -256,3 +257,44 @@ def test_ddp_with_nccl_follows_the_one_process_curve(tmp_path: Path) -> None:
     assert ddp["world_size"] == processes
     assert losses(tmp_path / "ddp.json") == pytest.approx(losses(tmp_path / "one.json"),
                                                           rel=1e-3)
+
+
+def _ranks_and_sum() -> tuple[int, int, torch.Tensor]:
+    total = torch.tensor([float(dist.get_rank() + 1)])
+    dist.all_reduce(total)  # 1 + 2 on both ranks
+    return distributed.rank(), distributed.world_size(), total
+
+
+def _fails_on_rank_one() -> None:
+    if dist.get_rank() == 1:
+        raise ValueError("the data of rank 1 is bad")
+
+
+def _rank_one_never_joins() -> None:
+    if dist.get_rank() == 1:
+        time.sleep(60)
+    dist.all_reduce(torch.ones(1))
+
+
+def test_a_local_group_runs_a_collective_and_returns_in_rank_order() -> None:
+    results = distributed.run_local_group(_ranks_and_sum, 2)
+    assert [(r, w) for r, w, _ in results] == [(0, 2), (1, 2)]
+    assert all(total.item() == 3.0 for _, _, total in results)
+    assert not distributed.is_initialized()  # this process stays out of the group
+
+
+def test_a_local_group_names_the_rank_that_failed_and_the_one_that_hangs() -> None:
+    with pytest.raises(RuntimeError, match="rank 1 of 2 failed: ValueError: the data of rank 1"):
+        distributed.run_local_group(_fails_on_rank_one, 2)
+    with pytest.raises(TimeoutError, match=r"rank\(s\) \[0, 1\] of 2 did not finish in 3 s"):
+        distributed.run_local_group(_rank_one_never_joins, 2, timeout=3)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(fn=3), "fn: expected a function"),
+    (dict(fn=print, world_size=0), "world_size: expected an integer >= 1"),
+    (dict(fn=print, timeout=-1), "timeout: expected a number of seconds > 0"),
+])
+def test_a_local_group_checks_its_arguments(kwargs: dict, message: str) -> None:
+    with pytest.raises((TypeError, ValueError), match=message):
+        distributed.run_local_group(**kwargs)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import datetime
 import os
+import pickle
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -145,3 +147,108 @@ def barrier() -> None:
             dist.barrier(device_ids=[torch.cuda.current_device()])
         else:
             dist.barrier()
+
+
+def _loopback_interface() -> str:
+    """The name of this machine's loopback network interface ('lo' on Linux, 'lo0' on macOS)."""
+    import socket
+
+    names = [name for _, name in socket.if_nameindex()]
+    return next((n for n in names if n.startswith("lo")), "lo")
+
+
+def _group_member(fn: Callable[..., Any], args: tuple, rank_: int, size: int, store_path: str,
+                  timeout: datetime.timedelta, pipe: Any) -> None:
+    """The body of one process of :func:`run_local_group`: join, run ``fn``, send the outcome."""
+    import traceback
+
+    try:
+        torch.set_num_threads(1)  # the processes share the machine's cores
+        store = dist.FileStore(store_path, size)
+        dist.init_process_group("gloo", store=store, rank=rank_, world_size=size,
+                                timeout=timeout)
+        try:
+            outcome: tuple[str, Any] = ("ok", fn(*args))
+        finally:
+            dist.destroy_process_group()
+    except BaseException as error:  # noqa: BLE001 - the parent reports it with the rank
+        outcome = ("error", f"{type(error).__name__}: {error}\n{traceback.format_exc()}")
+    # plain pickle, not multiprocessing's: that one shares a tensor's memory with the receiver
+    # through this process, which is gone by the time the parent reads it
+    try:
+        message = pickle.dumps(outcome)
+    except Exception as error:  # noqa: BLE001
+        message = pickle.dumps(("error", f"what fn returned does not pickle: {error}"))
+    pipe.send_bytes(message)
+    pipe.close()
+
+
+def run_local_group(fn: Callable[..., Any], world_size: int = 2, args: tuple = (), *,
+                    timeout: float = 60.0) -> list[Any]:
+    """Run ``fn(*args)`` in ``world_size`` new processes of this machine that form a ``gloo``
+    process group, as torchrun's workers would; return what each returned, in rank order.
+
+    Inside ``fn``, ``torch.distributed`` works as under torchrun (``dist.get_rank()``,
+    ``dist.all_reduce``, ...) and so do :func:`rank` and :func:`world_size`. The processes are
+    forked, so ``fn`` may be defined in a notebook; they meet through a file (no network port)
+    and talk over the loopback interface; each uses one thread. What ``fn`` returns must pickle
+    (tensors do). An error in a process is raised here as a RuntimeError that names its rank;
+    processes still running after ``timeout`` seconds are killed (a collective that one rank
+    never joins waits for it) and a TimeoutError is raised. Linux and macOS (it forks).
+    """
+    import multiprocessing
+    import tempfile
+    import time
+    from multiprocessing.connection import wait
+
+    if not callable(fn):
+        raise TypeError(f"fn: expected a function, got {type(fn).__name__}")
+    if not isinstance(world_size, int) or isinstance(world_size, bool) or world_size < 1:
+        raise ValueError(f"world_size: expected an integer >= 1, got {world_size!r}")
+    if not isinstance(timeout, int | float) or timeout <= 0:
+        raise ValueError(f"timeout: expected a number of seconds > 0, got {timeout!r}")
+    if is_initialized():
+        raise RuntimeError("run_local_group: this process is already in a process group; call "
+                           "it from a plain process (a notebook, a script without torchrun)")
+    context = multiprocessing.get_context("fork")
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", _loopback_interface())
+    with tempfile.TemporaryDirectory(prefix="tfcourse-group-") as folder:
+        store_path = os.path.join(folder, "store")
+        pipes, processes = [], []
+        for r in range(world_size):
+            receive, send = context.Pipe(duplex=False)
+            process = context.Process(
+                target=_group_member, daemon=True,
+                args=(fn, args, r, world_size, store_path,
+                      datetime.timedelta(seconds=timeout + 30), send))
+            process.start()
+            send.close()
+            pipes.append(receive)
+            processes.append(process)
+        deadline = time.monotonic() + timeout
+        outcomes: list[tuple[str, Any] | None] = [None] * world_size
+        waiting = dict(zip(pipes, range(world_size), strict=True))
+        try:
+            while waiting and (left := deadline - time.monotonic()) > 0:
+                for pipe in wait(list(waiting), timeout=left):
+                    r = waiting.pop(pipe)
+                    try:
+                        outcomes[r] = pickle.loads(pipe.recv_bytes())
+                    except EOFError:  # the process ended without a word (killed, os._exit)
+                        processes[r].join(5)
+                        outcomes[r] = ("error", f"the process ended with exit code "
+                                                f"{processes[r].exitcode}")
+        finally:
+            for process in processes:
+                process.join(max(0.0, min(5.0, deadline - time.monotonic())))
+                if process.is_alive():
+                    process.kill()
+                    process.join()
+    unfinished = [r for r, outcome in enumerate(outcomes) if outcome is None]
+    if unfinished:
+        raise TimeoutError(f"run_local_group: rank(s) {unfinished} of {world_size} did not "
+                           f"finish in {timeout:g} s (a collective waits for every rank)")
+    for r, outcome in enumerate(outcomes):
+        if outcome[0] == "error":
+            raise RuntimeError(f"run_local_group: rank {r} of {world_size} failed: {outcome[1]}")
+    return [outcome[1] for outcome in outcomes]
