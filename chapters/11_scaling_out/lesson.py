@@ -309,7 +309,8 @@ fig, (ax_loss, ax_gap) = plt.subplots(1, 2, figsize=(10, 3.5))
 plot_history(runs, ax=ax_loss, title="the same GPT in three precisions")
 for precision in ("bf16", "fp16"):
     gaps = [abs(u - v) for u, v in zip(runs[precision].loss, runs["fp32"].loss, strict=True)]
-    ax_gap.plot(runs["fp32"].steps, gaps, marker="o", label=precision)
+    color = {"bf16": "C1", "fp16": "C2"}[precision]  # the colours of the left panel
+    ax_gap.plot(runs["fp32"].steps, gaps, marker="o", label=precision, color=color)
 ax_gap.set(xlabel="step", ylabel="|loss - fp32 loss|", yscale="log",
            title="how far each is from float32")
 ax_gap.grid(True)
@@ -335,63 +336,67 @@ plt.show()
 # generates fused kernels for it (Inductor: C++ with OpenMP on a CPU, Triton on a GPU), so that
 # a chain of element-wise operations (a bias, a GELU, a dropout, a residual) reads and writes
 # memory once. The first call pays for the compilation; later calls with the same shapes run
-# the compiled code. One chapter-3 Transformer block, timed on a training step (forward and
-# backward) before and after:
+# the compiled code. A Transformer block of chapter 3 and a Mamba block of chapter 8 (whose
+# selective scan is a loop over chunks of the sequence), each timed on a training step
+# (forward and backward) before and after:
 
 # %%
-block_eager = tc.DecoderLayer(C, 4, 4 * C, norm_first=True, activation="gelu",
-                              cross_attention=False).to(device)
-block_compiled = torch.compile(copy.deepcopy(block_eager))
 x = torch.randn(B, T, C, device=device)  # (B, T, C)
+blocks = {
+    "Transformer block": tc.DecoderLayer(C, 4, 4 * C, norm_first=True, activation="gelu",
+                                         cross_attention=False),
+    "Mamba block": tc.MambaBlock(C),
+}
 
 
 def block_step(block: nn.Module) -> None:
     block(x).square().mean().backward()
 
 
-start = time.perf_counter()
-try:
+def compile_and_time(block: nn.Module) -> dict:
+    """Compile a copy of ``block``; time the first call and the steps of both."""
+    compiled = torch.compile(copy.deepcopy(block))
+    start = time.perf_counter()
     # the first call compiles, forward and backward (without the on-disk cache of compiled code
     # that makes a second compilation of the same block, on the same machine, nearly free)
     with torch._inductor.config.patch(force_disable_caches=True), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "caches force disabled" notes
-        block_step(block_compiled)
-    backend = "inductor"
-except Exception as error:  # noqa: BLE001 - Inductor needs a C++ compiler (gcc) on the CPU
-    print(f"Inductor could not compile here ({type(error).__name__}); using aot_eager")
-    block_compiled = torch.compile(copy.deepcopy(block_eager), backend="aot_eager")
-    block_step(block_compiled)
-    backend = "aot_eager"
-compile_s = time.perf_counter() - start
-eager_s = median_seconds(lambda: block_step(block_eager), device, repeats=10)
-compiled_s = median_seconds(lambda: block_step(block_compiled), device, repeats=10)
-print(f"backend {backend}: compiled in {compile_s:.1f} s")
-print(f"training step of one block: eager {eager_s * 1e3:.2f} ms, compiled "
-      f"{compiled_s * 1e3:.2f} ms, speed-up {eager_s / compiled_s:.2f}x")
-if compiled_s < eager_s:
-    print(f"the compilation pays for itself after {compile_s / (eager_s - compiled_s):,.0f} "
-          f"steps")
-else:
-    print("at this size, on this machine, the compiled step is not faster")
-block_eager.zero_grad(set_to_none=True)
-block_compiled.zero_grad(set_to_none=True)
-block_step(block_eager)
-block_step(block_compiled)
-gap = max(((p.grad - q.grad).abs().max() / p.grad.abs().max().clamp_min(1e-6)).item()
-          for p, q in zip(block_eager.parameters(), block_compiled.parameters(), strict=True))
-print(f"eager and compiled gradients differ by at most {gap:.0e} of their size (rounding)")
-assert gap < 1e-3
+        block_step(compiled)
+    compile_s = time.perf_counter() - start
+    eager_s = median_seconds(lambda: block_step(block), device, repeats=10)
+    compiled_s = median_seconds(lambda: block_step(compiled), device, repeats=10)
+    block.zero_grad(set_to_none=True)
+    compiled.zero_grad(set_to_none=True)
+    block_step(block)
+    block_step(compiled)
+    gap = max(((p.grad - q.grad).abs().max() / p.grad.abs().max().clamp_min(1e-6)).item()
+              for p, q in zip(block.parameters(), compiled.parameters(), strict=True))
+    return dict(compile_s=compile_s, eager_s=eager_s, compiled_s=compiled_s, gap=gap)
+
+
+print(f"one training step (forward and backward), B = {B}, T = {T}, C = {C}, Inductor:")
+for name, block in blocks.items():
+    r = compile_and_time(block.to(device))
+    pays = (f"pays for itself after {r['compile_s'] / (r['eager_s'] - r['compiled_s']):,.0f} "
+            f"steps" if r["compiled_s"] < r["eager_s"] else "not faster here")
+    print(f"{name:18s} compiled in {r['compile_s']:5.1f} s; eager {r['eager_s'] * 1e3:6.2f} ms, "
+          f"compiled {r['compiled_s'] * 1e3:6.2f} ms: {r['eager_s'] / r['compiled_s']:.2f}x, "
+          f"{pays}; gradients equal to {r['gap']:.0e}")
+    assert r["gap"] < 1e-3
 
 # %% [markdown]
-# The compilation costs seconds, and the gain, on a CPU, is small. Most of a block's time is in
-# its matrix products and its fused attention, which the compiled code calls in the same
-# libraries as eager code; what compilation removes is the separate passes over memory of the
-# element-wise operations (bias, GELU, residual, LayerNorm), a small share of a CPU's step. On
-# a GPU each of those passes is also a kernel launch, and compilation gains more: over more
-# than 180 models, Ansel et al. (2024, "PyTorch 2", section 6) measured a geometric-mean
-# speed-up of 1.41x for training and 2.27x for inference on an A100. Either way, it pays for
-# runs of thousands of steps, not for a cell run once. The same measurement on chapter 8's
-# Mamba, whose selective scan is a loop over chunks, is in `python -m tfcourse.bench scaling`.
+# Each compilation costs seconds, and the two blocks gain very differently. Most of the
+# Transformer block's time is in its matrix products and its fused attention, which compiled
+# code calls in the same libraries as eager code: what compilation removes is the separate
+# passes over memory of its element-wise operations (bias, GELU, residual, LayerNorm), a small
+# share of the step on a CPU. The Mamba block is the opposite case: its selective scan is
+# mostly element-wise work on small tensors (the discretisation's exponentials, products,
+# cumulative sums, chunk after chunk), and fusing it saves much of its time. On a GPU each
+# separate operation is also a kernel launch, and compilation gains more: over more than 180
+# models, Ansel et al. (2024, "PyTorch 2", section 6) measured a geometric-mean speed-up of
+# 1.41x for training and 2.27x for inference on an A100. Either way, compilation pays for runs
+# of thousands of steps, not for a cell run once. `python -m tfcourse.bench scaling` measures
+# the same on whole models.
 #
 # ### Graph breaks
 #
@@ -409,7 +414,7 @@ lines = {(Path(r.user_stack[-1].filename).name, r.user_stack[-1].lineno, r.user_
          for r in explanation.break_reasons}
 for file, lineno, line in sorted(lines):
     print(f"  at {file}:{lineno}  {line}")
-one_block = torch._dynamo.explain(block_eager)(x)
+one_block = torch._dynamo.explain(blocks["Transformer block"])(x)
 print(f"one block: {one_block.graph_count} graph, {one_block.graph_break_count} graph breaks")
 torch._dynamo.reset()
 
