@@ -38,3 +38,18 @@ def test_pin_threads(monkeypatch: pytest.MonkeyPatch) -> None:
             tc.pin_threads(0)
     finally:
         torch.set_num_threads(before)
+
+
+def test_native_bf16_is_never_claimed_for_the_cpu_or_an_emulating_gpu(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    assert not tc.runtime.has_native_bf16("cpu")
+    assert tc.autocast_dtype("cpu") == torch.float32
+    # a T4 (compute capability 7.5): PyTorch emulates bfloat16 there, and says it "supports" it
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    monkeypatch.setattr(torch.version, "hip", None)
+    assert not tc.runtime.has_native_bf16("cuda")
+    assert tc.autocast_dtype("cuda") == torch.float16
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))  # A100
+    assert tc.runtime.has_native_bf16("cuda")
+    assert tc.autocast_dtype("cuda") == torch.bfloat16

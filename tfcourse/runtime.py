@@ -18,13 +18,23 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def has_native_bf16(device: torch.device | str | None = None) -> bool:
+    """Whether ``device`` is a GPU with bfloat16 arithmetic units: NVIDIA's from Ampere on
+    (compute capability 8: A100, L4, H100), and AMD's. ``torch.cuda.is_bf16_supported()`` also
+    says yes to older GPUs such as Colab's T4, where bfloat16 is emulated, slowly."""
+    device = torch.device(device) if device is not None else default_device()
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return False
+    return bool(torch.version.hip) or torch.cuda.get_device_capability(device)[0] >= 8
+
+
 def autocast_dtype(device: torch.device | str | None = None) -> torch.dtype:
-    """The low-precision dtype worth using on ``device``: bfloat16 where the GPU supports it,
+    """The low-precision dtype worth using on ``device``: bfloat16 on a GPU with bfloat16 units,
     float16 on older GPUs, and float32 on the CPU (where half precision is slower, not faster)."""
     device = torch.device(device) if device is not None else default_device()
     if device.type != "cuda":
         return torch.float32
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if has_native_bf16(device) else torch.float16
 
 
 def seed_everything(seed: int) -> None:

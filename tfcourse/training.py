@@ -47,7 +47,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.checkpoint import checkpoint
 
 from tfcourse import _validate, distributed
-from tfcourse.runtime import default_device, seed_everything
+from tfcourse.runtime import default_device, has_native_bf16, seed_everything
 
 SCHEDULES = ("cosine", "linear", "constant", "inverse_sqrt")
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
@@ -103,8 +103,10 @@ class TrainConfig:
     bfloat16 such as Colab's T4: float16 is more precise than bfloat16 (10 bits of mantissa, not
     7), but its range ends at 65504, and small gradients underflow to 0 unless the loss is scaled
     up first; on the CPU it runs, CPU autocast and ``GradScaler("cpu")`` included, slowly: useful
-    to test the mechanics only); "auto" (bf16 on a GPU that supports it, fp32 elsewhere). See
-    PyTorch's "Automatic Mixed Precision" page (https://pytorch.org/docs/stable/amp.html).
+    to test the mechanics only); "auto" (bf16 on a GPU with bfloat16 units,
+    :func:`tfcourse.runtime.has_native_bf16`; fp32 elsewhere, a T4 included: ask for "fp16"
+    there). See PyTorch's "Automatic Mixed Precision" page
+    (https://pytorch.org/docs/stable/amp.html).
     ``device`` None picks :func:`tfcourse.runtime.default_device`. ``log_every``: steps per
     :class:`History` record (its loss is the mean over those steps). ``eval_every``: steps
     between calls of ``eval_fn`` (it also runs when training reaches ``steps``).
@@ -524,8 +526,8 @@ class Trainer:
 
     def _autocast_dtype(self) -> torch.dtype | None:
         cuda = self.device.type == "cuda"
-        bf16_ok = cuda and torch.cuda.is_bf16_supported()
-        if self.config.precision == "bf16" and cuda and not bf16_ok:
+        bf16_ok = has_native_bf16(self.device)
+        if self.config.precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
             raise ValueError("precision: this GPU has no bfloat16 support; use 'fp16' or 'fp32'")
         if self.config.precision == "fp16":
             return torch.float16

@@ -173,9 +173,9 @@ print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10,
 # floating-point operations of every operator it sees (a multiply-add is 2 FLOPs), forward and
 # backward, with formulas for matrix products and attention. Divided by the measured time, it
 # gives the step's *achieved throughput*, and the best rate the machine reaches on one large
-# matrix product stands in for its peak. The ratio is what GPU papers call the *model FLOPs
-# utilisation* (MFU; Chowdhery et al. 2022, appendix B), here against a measured peak, not a
-# datasheet.
+# matrix product stands in for its peak. The ratio is what large-model papers call the *model
+# FLOPs utilisation* (MFU, introduced with PaLM by Chowdhery et al. 2022, section 4.1), here
+# against a measured peak, not a datasheet's.
 
 # %%
 batch = batches(0).to(device)
@@ -393,7 +393,7 @@ for name, block in blocks.items():
 # mostly element-wise work on small tensors (the discretisation's exponentials, products,
 # cumulative sums, chunk after chunk), and fusing it saves much of its time. On a GPU each
 # separate operation is also a kernel launch, and compilation gains more: over more than 180
-# models, Ansel et al. (2024, "PyTorch 2", section 6) measured a geometric-mean speed-up of
+# models, Ansel et al. (2024, "PyTorch 2", ASPLOS) measured a geometric-mean speed-up of
 # 1.41x for training and 2.27x for inference on an A100. Either way, compilation pays for runs
 # of thousands of steps, not for a cell run once. `python -m tfcourse.bench scaling` measures
 # the same on whole models.
@@ -712,7 +712,7 @@ for name, full, local in ranks[0][0]:
 start = time.perf_counter()
 history = train_gpt(40, precision="auto", log_every=10)
 seconds = time.perf_counter() - start
-precision_used = "bf16" if on_gpu and torch.cuda.is_bf16_supported() else "fp32"
+precision_used = "bf16" if tc.runtime.has_native_bf16(device) else "fp32"
 print(f"measured on {where}, precision {precision_used}: 40 steps in {seconds:.1f} s, "
       f"{history.last('examples_per_s'):,.0f} windows/s, final loss {history.loss[-1]:.3f}")
 
