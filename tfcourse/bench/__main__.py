@@ -12,7 +12,8 @@ BENCHMARKS = {"attention": "tfcourse.bench.attention", "kv_cache": "tfcourse.ben
               "tome": "tfcourse.bench.tome", "activator": "tfcourse.bench.activator",
               "hyena": "tfcourse.bench.hyena", "scan": "tfcourse.bench.scan",
               "decoding": "tfcourse.bench.decoding", "mee": "tfcourse.bench.mee",
-              "compare": "tfcourse.bench.compare"}
+              "compare": "tfcourse.bench.compare",
+              "scaling": "tfcourse.bench.scaling"}
 
 
 def main() -> None:
