@@ -71,8 +71,8 @@ tfcourse.pin_threads()
 # its own mean loss $L_j$, holds the share $B_j / B$ of it:
 #
 # $$\begin{aligned}
-# L &= \frac{1}{B} \sum_{i=1}^{B} \ell_i = \sum_{j=1}^{k} \frac{B_j}{B}\, L_j,
-# \qquad L_j = \frac{1}{B_j} \sum_{i \in \text{part } j} \ell_i, \cr
+# L_j &= \frac{1}{B_j} \sum_{i \in \text{part } j} \ell_i, \cr
+# L &= \frac{1}{B} \sum_{i=1}^{B} \ell_i = \sum_{j=1}^{k} \frac{B_j}{B}\, L_j, \cr
 # \nabla L &= \sum_{j=1}^{k} \nabla\Big(\frac{B_j}{B}\, L_j\Big).
 # \end{aligned}$$
 #
@@ -263,9 +263,9 @@ def _hidden_tests() -> bool:
     ]
     for label, rows, parts, dtype, loss_fn, targets, middle in cases:
         model = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3)).to(dtype)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.copy_(torch.randn(p.shape, generator=gen, dtype=dtype))
+        with torch.no_grad():  # random weights, whatever the dtype
+            for parameter in model.parameters():
+                parameter.copy_(torch.randn(parameter.shape, generator=gen, dtype=dtype))
         inputs = torch.randn(rows, *middle, 5, generator=gen, dtype=dtype)
         targets = targets.to(dtype) if targets.is_floating_point() else targets
         reference = copy.deepcopy(model)
@@ -508,13 +508,13 @@ def _against_grad_scaler(label, shapes, dtype, lr, init_scale, growth_interval, 
     values = [torch.randn(s, generator=gen, dtype=dtype) for s in shapes]
     ours = [v.clone().requires_grad_() for v in values]
     theirs = [v.clone().requires_grad_() for v in values]
-    optimizer = torch.optim.SGD(theirs, lr=lr)
-    scaler = torch.amp.GradScaler("cpu", init_scale=init_scale, growth_factor=growth_factor,
-                                  backoff_factor=backoff_factor, growth_interval=growth_interval)
-    scaler.scale(torch.ones(()))  # creates the scale
+    sgd = torch.optim.SGD(theirs, lr=lr)
+    settings = {"init_scale": init_scale, "growth_factor": growth_factor,
+                "backoff_factor": backoff_factor, "growth_interval": growth_interval}
+    reference = torch.amp.GradScaler("cpu", **settings)
+    reference.scale(torch.ones(()))  # creates the scale and the count
     if first_good:  # a run that has already counted good steps
-        scaler._get_growth_tracker()
-        scaler._growth_tracker.fill_(first_good)
+        reference._growth_tracker.fill_(first_good)
     scale, good = float(init_scale), first_good
     for step in range(steps):
         true_grads = [torch.randn(s, generator=gen, dtype=dtype) if s != (1, 5) else None
@@ -532,8 +532,8 @@ def _against_grad_scaler(label, shapes, dtype, lr, init_scale, growth_interval, 
         with checks.forbid(*blocked, task="Exercise 2"):
             got = scaled_sgd_step(ours, lr, scale, good, growth_interval, growth_factor,
                                   backoff_factor)
-        scaler.step(optimizer)
-        scaler.update()
+        reference.step(sgd)
+        reference.update()
         assert isinstance(got, tuple) and len(got) == 3, f"{name} returned {got!r}"
         new_scale, new_good, stepped = got
         assert isinstance(new_scale, float), f"{name}: the scale is a {type(new_scale).__name__}"
@@ -545,16 +545,16 @@ def _against_grad_scaler(label, shapes, dtype, lr, init_scale, growth_interval, 
             f"{name} returned stepped={stepped}"
             + (f": the gradient of parameter {overflows[step][0]} holds {overflows[step][1]}"
                if overflowed else ": every gradient is finite"))
-        assert new_scale == scaler.get_scale(), (
-            f"{name} returned the scale {new_scale}, expected {scaler.get_scale()}")
-        assert new_good == scaler._get_growth_tracker(), (
-            f"{name} returned {new_good} good steps, expected {scaler._get_growth_tracker()}")
-        for i, (p, q) in enumerate(zip(ours, theirs, strict=True)):
-            checks.expect_close(p.detach(), q.detach(), f"parameter {i} after {name}")
-            if p.grad is None:
-                assert q.grad is None, f"{name} gave parameter {i} a gradient"
+        assert new_scale == reference.get_scale(), (
+            f"{name} returned the scale {new_scale}, expected {reference.get_scale()}")
+        assert new_good == reference._get_growth_tracker(), (
+            f"{name} returned {new_good} good steps, expected {reference._get_growth_tracker()}")
+        for i, (mine, ref) in enumerate(zip(ours, theirs, strict=True)):
+            checks.expect_close(mine.detach(), ref.detach(), f"parameter {i} after {name}")
+            if mine.grad is None:
+                assert ref.grad is None, f"{name} gave parameter {i} a gradient"
             elif not overflowed:
-                checks.expect_close(p.grad, q.grad, f"the gradient of parameter {i} after "
+                checks.expect_close(mine.grad, ref.grad, f"the gradient of parameter {i} after "
                                     f"{name}", hint="unscale .grad itself, in place")
         scale, good = new_scale, new_good
 
@@ -714,8 +714,13 @@ for rank, grads in enumerate(ranks):
 
 # %% nbgrader={"grade": true, "grade_id": "average_hidden", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
 # Hidden tests for Exercise 3 (3 points) run when the notebook is graded. Here this cell only
-# checks that average_gradients is defined.
-assert callable(average_gradients)
+# checks that average_gradients runs, in a group of one process.
+from torch import nn
+
+import tfcourse.distributed
+
+assert tfcourse.distributed.run_local_group(lambda: average_gradients(nn.Linear(2, 1)), 1,
+                                            timeout=10) == [None]
 ### BEGIN HIDDEN TESTS
 import warnings
 
