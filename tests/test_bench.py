@@ -241,3 +241,108 @@ def test_tome_benchmark_prints_the_sweep_over_tokens(short_sweep_training, capsy
     assert "the course's target, at least 1.8x at a drop of at most 1 point: " in out
     tome.main([*common, "--image-sizes"])  # no size: the sweep is skipped
     assert "against the number of tokens" not in capsys.readouterr().out
+
+
+# --- python -m tfcourse.bench scaling (chapter 11): tiny sizes, the aot_eager backend ---
+
+
+def test_compiled_training_steps_give_the_eager_loss_and_gradients() -> None:
+    from tfcourse.bench.scaling import MODELS, compile_timings
+
+    rows = compile_timings(backend="aot_eager", d_model=16, num_layers=2, batch=2, length=16,
+                           repeats=1)
+    assert [r.model for r in rows] == list(MODELS)
+    for r in rows:
+        assert r.backend == "aot_eager" and r.parameters > 0
+        # the same operators in the same order: equal, or float32 rounding at most
+        assert r.loss_difference < 1e-6 and r.grad_difference < 1e-5
+        assert r.compile_s > 0 and r.eager_s > 0 and r.compiled_s > 0
+        assert r.speedup == r.eager_s / r.compiled_s
+        assert r.graphs >= 1 and (r.graph_breaks == 0) == (not r.break_reasons)
+
+
+def test_graph_breaks_names_the_line_that_breaks_the_graph() -> None:
+    from tfcourse.bench.scaling import graph_breaks
+
+    class Branchy(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = x * 2
+            if x.sum() > 0:  # a Python branch on a tensor's value: Dynamo must stop here
+                x = x + 1
+            return x.relu()
+
+    graphs, breaks, reasons = graph_breaks(Branchy(), torch.ones(3))
+    assert breaks >= 1 and graphs >= 2
+    assert any("if x.sum() > 0" in reason and ":" in reason for reason in reasons)
+    assert graph_breaks(torch.nn.Linear(3, 3), torch.ones(2, 3))[1:] == (0, [])
+
+
+def test_compile_timings_rejects_an_unknown_backend_and_model() -> None:
+    from tfcourse.bench.scaling import compile_timings
+
+    with pytest.raises(ValueError, match=r"backend: expected one of torch.compiler.list_backe"):
+        compile_timings(backend="nope")
+    with pytest.raises(ValueError, match=r"models: expected names from \('GPT', 'Mamba'\)"):
+        compile_timings(["BERT"], backend="aot_eager")
+
+
+def test_activation_checkpointing_needs_less_memory_for_the_same_gradients() -> None:
+    from tfcourse.bench.scaling import checkpointing_costs
+
+    (row,) = checkpointing_costs([256], d_model=32, num_layers=4, batch=4, repeats=1,
+                                 device="cpu")
+    assert row.blocks == 4 and row.length == 256
+    assert row.grad_difference < 1e-6  # the same computation, done again in the backward pass
+    # 4 blocks keep 4 blocks' activations without, their 4 inputs and 1 block's with (~9 and
+    # ~3 MiB here)
+    assert row.plain_mib > 4 and row.checkpointed_mib < 0.7 * row.plain_mib
+    assert row.memory_ratio == row.checkpointed_mib / row.plain_mib
+    assert row.plain_s > 0 and row.checkpointed_s > 0
+
+
+def test_two_ddp_processes_end_with_the_parameters_of_one_process_on_the_doubled_batch() -> None:
+    from tfcourse.bench.scaling import SETUPS, data_parallel_rates
+
+    result = data_parallel_rates(d_model=16, num_layers=2, batch=2, length=16, steps=2,
+                                 repeats=1, timeout=120)
+    assert set(result.rates) == set(SETUPS) and all(r > 0 for r in result.rates.values())
+    assert result.rank_difference == 0  # DDP keeps the ranks in sync, bit for bit
+    # float32 rounding (gradients added in another order), grown by AdamW where a gradient is
+    # near 0; a rank training on the wrong rows moves parameters by about lr = 1e-3 a step
+    assert result.single_difference < 2e-4
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--backend", "nope"], "argument --backend: expected one of torch.compiler.list_backends"),
+    (["--width", "30"], "argument --width: expected a multiple of 4 (the heads), got 30"),
+    (["--batch", "3"], "argument --batch: expected an even number"),
+    (["--layers", "1"], "argument --layers: expected at least 2, got 1"),
+    (["--steps", "0"], "argument --steps: expected a positive int, got '0'"),
+    (["--parts", "fsdp"], "argument --parts: invalid choice: 'fsdp'"),
+    (["--models", "BERT"], "argument --models: invalid choice: 'BERT'"),
+    (["--device", "tpu"], "argument --device: expected cpu or cuda, got 'tpu'"),
+])
+def test_scaling_command_line_rejects_bad_options(args, message, capsys) -> None:
+    from tfcourse.bench import scaling
+
+    with pytest.raises(SystemExit) as exited:
+        scaling.main(args)
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_scaling_command_line_prints_the_three_parts(capsys) -> None:
+    from tfcourse.bench import scaling
+    from tfcourse.bench.__main__ import BENCHMARKS
+
+    assert BENCHMARKS["scaling"] == "tfcourse.bench.scaling"
+    scaling.main(["--quick", "--models", "GPT", "--width", "16", "--length", "16",
+                  "--checkpoint-lengths", "64", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert "torch.compile, backend aot_eager" in out
+    assert re.search(r"^\s+GPT\s+[\d,]+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+x\s", out, re.M)
+    for setup in scaling.SETUPS:
+        assert re.search(rf"^\s*{re.escape(setup)}\s+[\d.]+\s", out, re.M)
+    assert "why two processes on two cores gain little" in out
+    assert re.search(r"^\s+64\s+[\d.]+\s+[\d.]+\s", out, re.M)  # the checkpointing row
+    assert "load average" in out

@@ -1,13 +1,15 @@
 """Scaling out: torch.compile, activation checkpointing and data parallelism (book: chapter 11).
 
-    python -m tfcourse.bench scaling [--parts compile checkpointing ddp] [--backend inductor]
-        [--width 128] [--layers 4] [--length 256] [--batch 8] [--checkpoint-lengths 512 1024]
+    python -m tfcourse.bench scaling [--parts compile checkpointing ddp] [--models GPT Mamba]
+        [--backend inductor]
+        [--width 64] [--layers 4] [--length 256] [--batch 8] [--checkpoint-lengths 512 1024]
         [--steps 4] [--repeats 3] [--device cuda] [--quick]
 
 measures, each side by side in one run, on chapter 3's decoder-only GPT
 (:class:`tfcourse.language_models.DecoderOnlyLM`, pre-LN blocks) and chapter 8's Mamba
 (:class:`tfcourse.mamba.MambaLM`, its selective scan in :mod:`tfcourse.ssm`), the two matched in
-parameters as chapter 10 matches them (:func:`build_model`):
+parameters as chapter 10 matches them, at chapter 10's size by default (width 64, 4 layers;
+:func:`build_model`), on random tokens of a 64-symbol vocabulary:
 
 * ``compile`` (:func:`compile_timings`): a training step (forward and backward of the
   next-token loss) of the model as it is (eager) and of ``torch.compile(model)``: the time of the
@@ -33,9 +35,12 @@ parameters as chapter 10 matches them (:func:`build_model`):
   (PyTorch: https://pytorch.org/docs/stable/notes/ddp.html).
 
 The three parts at the defaults take about 3 to 5 minutes on 2 busy CPU cores (most of it
-Inductor compiling); ``--quick`` runs tiny sizes with the ``aot_eager`` backend in under a
-minute. The memory figures need a process-wide malloc setting (:mod:`tfcourse.bench.measure`)
-that slows later allocations, so the checkpointing part runs last.
+Inductor compiling Mamba); ``--quick`` runs tiny sizes with the ``aot_eager`` backend in well
+under a minute. The checkpointing part and each round of the ddp part run in fresh Python
+processes (:func:`tfcourse.bench.in_fresh_process`; see each function for why). The figures
+are printed with the machine's load average: on a shared machine, other work slows some steps
+far more than others (many small operations on two threads suffer most), and the rounds in
+turn spread that over the two sides of each comparison, not away.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import os
 import statistics
 import sys
 import tempfile
@@ -68,7 +74,7 @@ LEARNING_RATE = 1e-3  # the AdamW steps of the ddp part
 # --- the models and the step ---
 
 
-def build_model(name: str, *, d_model: int = 128, num_layers: int = 4, max_len: int = 256,
+def build_model(name: str, *, d_model: int = 64, num_layers: int = 4, max_len: int = 256,
                 seed: int = 0) -> nn.Module:
     """Model ``name`` of :data:`MODELS` in float32 on the CPU, vocabulary :data:`VOCAB_SIZE`:
     "GPT", chapter 3's decoder-only Transformer (width ``d_model``, ``num_layers`` pre-LN layers,
@@ -247,7 +253,7 @@ def check_backend(backend: str) -> str:
 
 
 def compile_timings(
-    models: Sequence[str] = MODELS, *, backend: str = DEFAULT_BACKEND, d_model: int = 128,
+    models: Sequence[str] = MODELS, *, backend: str = DEFAULT_BACKEND, d_model: int = 64,
     num_layers: int = 4, batch: int = 8, length: int = 256, repeats: int = 3,
     device: torch.device | str | None = None, fresh_cache: bool = True, seed: int = 0,
 ) -> list[CompileTiming]:
@@ -342,29 +348,49 @@ class CheckpointingCost:
 
 
 def checkpointing_costs(
-    lengths: Sequence[int] = tuple(DEFAULT_CHECKPOINT_LENGTHS), *, d_model: int = 128,
+    lengths: Sequence[int] = tuple(DEFAULT_CHECKPOINT_LENGTHS), *, d_model: int = 64,
     num_layers: int = 4, batch: int = 8, repeats: int = 3,
-    device: torch.device | str | None = None, seed: int = 0,
+    device: torch.device | str | None = None, seed: int = 0, fresh_process: bool = True,
 ) -> list[CheckpointingCost]:
     """A :class:`CheckpointingCost` at each length (shortest first): a training step (forward
     and backward of :func:`next_token_loss` on (``batch``, T) random tokens) of the GPT of
     :func:`build_model`, and of a copy with the same weights whose blocks are checkpointed
     (:func:`tfcourse.training.checkpoint_blocks`).
 
-    Times: the medians of ``repeats`` rounds in which the two take turns. Memory:
-    :func:`tfcourse.bench.measure.peak_memory_mib` (CUDA: the allocator's peak; a Linux CPU: the
-    rise of the resident-memory high-water mark), after the timing, because importing
-    :mod:`tfcourse.bench.measure` sets malloc for the whole process (in a process that imported
-    it before, the times are those of that setting, for both alike). The gradients of the two
-    on the same batch are compared (``grad_difference``: 0 or float32 rounding).
+    Memory: :func:`tfcourse.bench.measure.peak_memory_mib` (CUDA: the allocator's peak; a Linux
+    CPU: the rise of the resident-memory high-water mark, with glibc returning freed blocks to
+    the system). Times: the medians of ``repeats`` rounds in which the two take turns. The
+    gradients of the two on the same batch are compared (``grad_difference``: 0 or float32
+    rounding). With ``fresh_process`` (on the CPU) all of it runs in a new Python process
+    (:func:`tfcourse.bench.in_fresh_process`) with this process's number of threads: memory
+    that this process freed earlier, and reuses unseen, would hide part of the peak, and the
+    malloc setting the figures need would slow this process's later work.
     """
-    from tfcourse.training import checkpoint_blocks
-
     if not lengths:
         raise ValueError("lengths: expected at least one length, got none")
     lengths = sorted({_validate.integer(T, "lengths", 2) for T in lengths})
     _check_sizes(d_model, num_layers, batch, lengths[0], repeats)
+    _validate.integer(seed, "seed")
     device = _device(device)
+    args = (lengths, d_model, num_layers, batch, repeats, str(device), seed,
+            torch.get_num_threads())
+    if fresh_process and device.type == "cpu":
+        from tfcourse.bench import in_fresh_process
+
+        return in_fresh_process(_checkpointing_costs, *args)
+    return _checkpointing_costs(*args)
+
+
+def _checkpointing_costs(lengths: list[int], d_model: int, num_layers: int, batch: int,
+                         repeats: int, device_name: str, seed: int,
+                         threads: int) -> list[CheckpointingCost]:
+    """:func:`checkpointing_costs` after its checks, in this process."""
+    # first: it sets malloc for the whole process, and memory freed before would be reused unseen
+    from tfcourse.bench.measure import peak_memory_mib
+    from tfcourse.training import checkpoint_blocks
+
+    torch.set_num_threads(threads)
+    device = torch.device(device_name)
     plain = build_model("GPT", d_model=d_model, num_layers=num_layers, max_len=lengths[-1],
                         seed=seed).to(device).train()
     checkpointed = copy.deepcopy(plain)
@@ -372,34 +398,29 @@ def checkpointing_costs(
     models = {"plain": plain, "checkpointed": checkpointed}
     params = {key: list(m.parameters()) for key, m in models.items()}
     weights_mib = 2 * sum(p.numel() * p.element_size() for p in params["plain"]) / 2**20
-    measured = []
+    rows = []
     for T in lengths:
         tokens = random_tokens(batch, T, seed=seed)[0].to(device)
         steps = {key: _forward_backward(m, params[key], tokens) for key, m in models.items()}
+        peaks = {key: peak_memory_mib(step, device) for key, step in steps.items()}
         grads = {}
         for key, step in steps.items():
-            step()  # warm-up
+            step()
             grads[key] = _gradients(params[key])
         times: dict[str, list[float]] = {key: [] for key in models}
         for _ in range(repeats):
             for key, step in steps.items():
                 times[key].append(_timed(step, device))
-        measured.append((T, steps, grads, times))
-    from tfcourse.bench.measure import peak_memory_mib  # after the timing: see the docstring
-
-    rows = []
-    for T, steps, grads, times in measured:
-        peaks = {}
-        for key, step in steps.items():
-            for p in params[key]:  # the gradients of the last step are held outside the peak
-                p.grad = None
-            peaks[key] = peak_memory_mib(step, device)
         rows.append(CheckpointingCost(
             length=T, batch=batch, blocks=blocks, weights_mib=weights_mib,
             plain_mib=peaks["plain"], checkpointed_mib=peaks["checkpointed"],
             plain_s=statistics.median(times["plain"]),
             checkpointed_s=statistics.median(times["checkpointed"]),
             grad_difference=_relative_difference(grads["checkpointed"], grads["plain"])))
+        del steps  # with the gradients below: nothing of this length is held at the next
+        for group in params.values():
+            for p in group:
+                p.grad = None
     return rows
 
 
@@ -481,7 +502,7 @@ def _data_parallel_round(model: nn.Module, tokens: torch.Tensor,
 
 
 def data_parallel_rates(
-    *, d_model: int = 128, num_layers: int = 4, batch: int = 4, length: int = 256,
+    *, d_model: int = 64, num_layers: int = 4, batch: int = 4, length: int = 256,
     steps: int = 4, repeats: int = 3, timeout: float = 600.0, seed: int = 0,
 ) -> DataParallelRates:
     """The GPT of :func:`build_model` trained for 1 + ``steps`` AdamW steps (lr 1e-3), each on
@@ -550,6 +571,14 @@ def _machine(device: torch.device) -> str:
     return machine(device)
 
 
+def _load() -> str:
+    """The machine's load average over the last minute: on a shared machine, what else ran."""
+    try:
+        return f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
+    except OSError:
+        return "load average n/a"
+
+
 def _mib(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f}"
 
@@ -606,13 +635,15 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(prog="python -m tfcourse.bench scaling")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS),
+                        help="models of the compile part")
     parser.add_argument("--backend", default=None,
                         help=f"of torch.compile (default {DEFAULT_BACKEND}; aot_eager with "
                              "--quick): one of torch.compiler.list_backends()")
     parser.add_argument("--device", default=None,
                         help="cpu or cuda, of the compile and checkpointing parts (default: cuda "
                              "if present); the ddp part runs on the CPU")
-    parser.add_argument("--width", type=_positive_int, default=None, help="d_model (default 128)")
+    parser.add_argument("--width", type=_positive_int, default=None, help="d_model (default 64)")
     parser.add_argument("--layers", type=_positive_int, default=None,
                         help="GPT layers, at least 2 (default 4)")
     parser.add_argument("--length", type=_positive_int, default=None,
@@ -632,7 +663,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     quick = {"backend": "aot_eager", "width": 32, "layers": 2, "length": 64, "batch": 4,
              "checkpoint_lengths": [128, 256], "steps": 2, "repeats": 1}
-    full = {"backend": DEFAULT_BACKEND, "width": 128, "layers": 4, "length": 256, "batch": 8,
+    full = {"backend": DEFAULT_BACKEND, "width": 64, "layers": 4, "length": 256, "batch": 8,
             "checkpoint_lengths": DEFAULT_CHECKPOINT_LENGTHS, "steps": 4, "repeats": 3}
     for key, value in (quick if args.quick else full).items():
         if getattr(args, key) is None:
@@ -653,12 +684,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         device = torch.device(args.device) if args.device else default_device()
     except RuntimeError:
+        device = torch.device("meta")
+    if device.type not in ("cpu", "cuda"):
         parser.error(f"argument --device: expected cpu or cuda, got {args.device!r}")
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("argument --device: cuda asked for, but CUDA sees no GPU")
 
     print(f"python -m tfcourse.bench scaling {' '.join(sys.argv[2:] if argv is None else argv)}")
-    print(f"on {device} ({_machine(device)}), torch {torch.__version__}")
+    print(f"on {device} ({_machine(device)}), torch {torch.__version__}; {_load()}")
     gpt = build_model("GPT", d_model=args.width, num_layers=args.layers, max_len=args.length)
     mamba = build_model("Mamba", d_model=args.width, num_layers=args.layers, max_len=args.length)
     print(f"models: chapter 3's GPT (width {args.width}, {args.layers} pre-LN layers, 4 heads) and "
@@ -671,7 +704,7 @@ def main(argv: Sequence[str] | None = None) -> None:
               f"on {args.batch} x {args.length} tokens; median of {args.repeats} rounds, eager "
               f"and compiled in turn; the first step compiles"
               + (" (into an empty cache)" if args.backend == "inductor" else ""))
-        _print_compile(compile_timings(backend=args.backend, d_model=args.width,
+        _print_compile(compile_timings(args.models, backend=args.backend, d_model=args.width,
                                        num_layers=args.layers, batch=args.batch,
                                        length=args.length, repeats=args.repeats, device=device))
     if "ddp" in args.parts:
@@ -690,4 +723,4 @@ def main(argv: Sequence[str] | None = None) -> None:
         _print_checkpointing(checkpointing_costs(
             args.checkpoint_lengths, d_model=args.width, num_layers=args.layers,
             batch=args.batch, repeats=args.repeats, device=device))
-    print(f"\ntotal {time.perf_counter() - started:.0f} s")
+    print(f"\ntotal {time.perf_counter() - started:.0f} s; {_load()}")
