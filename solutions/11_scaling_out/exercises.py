@@ -326,9 +326,9 @@ assert _hidden_tests()
 # Training with float16 (autocast with `dtype=torch.float16` on a GPU) halves the memory of the
 # activations and runs on the fast 16-bit units, but float16 has a narrow range: its largest
 # number is 65504, its smallest normal number $2^{-14} \approx 6.1 \cdot 10^{-5}$, and below that
-# its subnormal numbers go down in steps of $2^{-24} \approx 6.0 \cdot 10^{-8}$; anything smaller
-# rounds to 0. Gradients are often that small: a gradient of $10^{-8}$ is 0 in float16, and a
-# layer whose gradients all round to 0 stops learning.
+# its subnormal numbers go down in steps of $2^{-24} \approx 6.0 \cdot 10^{-8}$: a number below
+# half a step rounds to 0. Gradients are often that small: a gradient of $10^{-8}$ is 0 in
+# float16, and a layer whose gradients all round to 0 stops learning.
 #
 # **Loss scaling** multiplies the loss by a large factor $S$ before the backward pass. By the
 # chain rule every gradient is then $S$ times larger too, and
@@ -929,12 +929,16 @@ from tfcourse import checks
 
 
 def _shards(n, size, epoch, seed):
-    with checks.forbid("torch.utils.data.DistributedSampler.__iter__", task="Exercise 4"):
-        return [shard_indices(n, rank, size, epoch, seed) for rank in range(size)]
+    return [shard_indices(n, rank, size, epoch, seed) for rank in range(size)]
 
 
 def _hidden_tests() -> bool:
     warnings.simplefilter("ignore")  # a warning on stderr would cost this cell its points
+    with checks.forbid("torch.utils.data.DistributedSampler.__iter__", task="Exercise 4"):
+        return _contract()
+
+
+def _contract() -> bool:
     for n, size in [(10, 3), (7, 7), (3, 5), (0, 2), (1, 1), (17, 1), (100, 8), (1001, 4),
                     (64, 16), (2, 3)]:
         for epoch, seed in [(0, 0), (1, 0), (5, 12345), (2, 7)]:
@@ -1015,8 +1019,9 @@ assert _hidden_tests()
 # converting anything (1.0 is `0x3F800000` = 1065353216), and `.view(torch.float32)` reads them
 # back. Rounding to bfloat16 is then rounding this integer to a multiple of $2^{16}$ =
 # `0x10000`: add a number that carries into bit 16 exactly when the rule says up, then clear
-# the 16 low bits (`& -65536`, which is `0xFFFF0000` as an int32). In two's complement the bits
-# of a negative number are those of its float32 pattern, so this works for either sign.
+# the 16 low bits (`& -65536`, which is `0xFFFF0000` as an int32). The sign bit is the top bit
+# of the int32, and in two's complement an addition and a mask act on the bits in the same way
+# whatever the sign, so this works for negative numbers too.
 #
 # **Write** `round_to_bfloat16(x)`: `x` a float32 tensor of any shape, on any device. Return a
 # float32 tensor of its shape, on its device, that holds `x` rounded to the nearest bfloat16
