@@ -307,9 +307,11 @@ def test_two_ddp_processes_end_with_the_parameters_of_one_process_on_the_doubled
                                  repeats=1, timeout=120)
     assert set(result.rates) == set(SETUPS) and all(r > 0 for r in result.rates.values())
     assert result.rank_difference == 0  # DDP keeps the ranks in sync, bit for bit
-    # float32 rounding (gradients added in another order), grown by AdamW where a gradient is
-    # near 0; a rank training on the wrong rows moves parameters by about lr = 1e-3 a step
-    assert result.single_difference < 2e-4
+    # the averaged gradients are those of the doubled batch, to float32 rounding
+    assert result.gradient_difference < 1e-5
+    # that rounding, grown by AdamW where a gradient is near 0 (about 1e-4 here); a rank that
+    # trains on the wrong rows moves parameters by about lr = 1e-3 a step (6e-3 here)
+    assert result.single_difference < 5e-4
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -437,6 +437,7 @@ class DataParallelRates:
     steps: int  # timed steps per run
     rates: dict[str, float]  # setup (a key of SETUPS) -> steps per second, the median run
     rank_difference: float  # max |rank 1 - rank 0 parameter| at the end: 0 when in sync
+    gradient_difference: float  # first step: max |DDP - one-process gradient| / max |gradient|
     single_difference: float  # max |two-process - one-process parameter| at the end
 
     def speedup(self, setup: str, over: str) -> float:
@@ -452,7 +453,8 @@ def _train_steps(model: nn.Module, tokens: torch.Tensor, threads: int,
                  warmup: int) -> dict[str, Any]:
     """Train a copy of ``model`` with ``threads`` threads, one AdamW step on each
     ``tokens[i]``, on this rank's share of the rows (all of them outside a process group);
-    return the seconds of the steps after the first ``warmup`` and the final parameters."""
+    return the seconds of the steps after the first ``warmup`` (at least 1), the gradients of
+    the first step and the final parameters."""
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
@@ -471,6 +473,8 @@ def _train_steps(model: nn.Module, tokens: torch.Tensor, threads: int,
 
     for i in range(warmup):
         step(i)
+        if i == 0:  # the first step's gradients: averaged over the ranks, under DDP
+            first = torch.cat([p.grad.flatten() for p in model.parameters()])
     if group:
         dist.barrier()
     start = time.perf_counter()
@@ -478,7 +482,7 @@ def _train_steps(model: nn.Module, tokens: torch.Tensor, threads: int,
         step(i)
     if group:
         dist.barrier()  # the slower rank's time: the group moves at its pace
-    return {"seconds": time.perf_counter() - start,
+    return {"seconds": time.perf_counter() - start, "gradients": first,
             "parameters": torch.cat([p.detach().flatten() for p in model.parameters()])}
 
 
@@ -515,15 +519,19 @@ def data_parallel_rates(
 
     Each of the ``repeats`` rounds runs in a fresh Python process
     (:func:`tfcourse.bench.in_fresh_process`): the two-process group is forked from it before it
-    computes anything, then the one-process setups run in it. (Forking a process that has used
-    OpenMP threads or ``torch.compile`` can hang the children or slow their threads, so the
-    group is never forked from the caller.) ``rates``: steps per second, the median of the
-    rounds. ``rank_difference``: the largest difference between the two ranks' final parameters
-    (0: DDP kept them in sync). ``single_difference``: the largest between the two-process and
-    the one-process (2 threads) run: float32 rounding, as the two add the gradients in another
-    order, which AdamW can magnify for a parameter whose gradient is near 0 (its update is
-    about lr whatever the gradient's size), so it stays well below lr = 1e-3. ``timeout``:
-    seconds the group may take before its processes are killed.
+    computes anything, then the one-process setups run in it. (Children forked from a process
+    that had run ``torch.compile`` hung in their first indexing operation here, torch 2.13 on
+    the CPU, so the group is never forked from the caller.)
+
+    ``rates``: steps per second, the median of the rounds. ``rank_difference``: the largest
+    difference between the two ranks' final parameters (0: DDP kept them in sync).
+    ``gradient_difference``: between the gradients of the first step that DDP averaged and those
+    of the one-process step on all the rows, relative to the largest (float32 rounding: the two
+    add the gradients in another order). ``single_difference``: the largest between the final
+    parameters of the two-process and the one-process (2 threads) run: that rounding, which
+    AdamW can magnify for a parameter whose gradient is near 0 (its update is about lr whatever
+    the gradient's size), so it stays well below lr = 1e-3. ``timeout``: seconds the group may
+    take before its processes are killed.
     """
     from tfcourse.bench import in_fresh_process
 
@@ -535,19 +543,19 @@ def data_parallel_rates(
                         seed=seed).train()
     tokens = random_tokens(2 * batch, length, steps=1 + steps, seed=seed)
     times: dict[str, list[float]] = {setup: [] for setup in SETUPS}
-    final: dict[str, list[torch.Tensor]] = {}
+    last: dict[str, list[dict[str, Any]]] = {}
     for _ in range(repeats):
-        results = in_fresh_process(_data_parallel_round, model, tokens, timeout)
-        for setup, per_process in results.items():
+        last = in_fresh_process(_data_parallel_round, model, tokens, timeout)
+        for setup, per_process in last.items():
             times[setup].append(max(r["seconds"] for r in per_process))
-            final[setup] = [r["parameters"] for r in per_process]
-    ddp = final["2 processes, 1 thread each (DDP)"]
-    single = final["1 process, 2 threads"][0]
+    ddp = last["2 processes, 1 thread each (DDP)"]
+    single = last["1 process, 2 threads"][0]
     return DataParallelRates(
         batch=batch, length=length, steps=steps,
         rates={setup: steps / statistics.median(t) for setup, t in times.items()},
-        rank_difference=float((ddp[1] - ddp[0]).abs().max()),
-        single_difference=float((ddp[0] - single).abs().max()))
+        rank_difference=float((ddp[1]["parameters"] - ddp[0]["parameters"]).abs().max()),
+        gradient_difference=_relative_difference([ddp[0]["gradients"]], [single["gradients"]]),
+        single_difference=float((ddp[0]["parameters"] - single["parameters"]).abs().max()))
 
 
 # --- the command line ---
@@ -619,6 +627,8 @@ def _print_ddp(result: DataParallelRates) -> None:
     for setup, rate in result.rates.items():
         print(f"{setup:>34} {rate:>8.2f} {2 * result.batch * rate:>12.1f} "
               f"{result.speedup(setup, base):>12.2f}x")
+    print(f"the first step's gradients, averaged over the two processes against one process's "
+          f"on all the rows: {result.gradient_difference:.1e} of the largest")
     print(f"parameters after {result.steps + 1} steps: the two ranks differ by at most "
           f"{result.rank_difference:.1e} (in sync); two processes against one by "
           f"{result.single_difference:.1e}\n(float32 rounding: the gradients are added in "
