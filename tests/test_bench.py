@@ -319,6 +319,8 @@ def test_two_ddp_processes_end_with_the_parameters_of_one_process_on_the_doubled
     (["--width", "30"], "argument --width: expected a multiple of 4 (the heads), got 30"),
     (["--batch", "3"], "argument --batch: expected an even number"),
     (["--layers", "1"], "argument --layers: expected at least 2, got 1"),
+    (["--checkpoint-lengths", "64", "1"], "argument --checkpoint-lengths: expected lengths of "
+                                          "at least 2, got 1"),
     (["--steps", "0"], "argument --steps: expected a positive int, got '0'"),
     (["--parts", "fsdp"], "argument --parts: invalid choice: 'fsdp'"),
     (["--models", "BERT"], "argument --models: invalid choice: 'BERT'"),

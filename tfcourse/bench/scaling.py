@@ -688,6 +688,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(f"argument --layers: expected at least 2, got {args.layers}")
     if args.length < 2:
         parser.error(f"argument --length: expected at least 2, got {args.length}")
+    if min(args.checkpoint_lengths) < 2:
+        parser.error(f"argument --checkpoint-lengths: expected lengths of at least 2, got "
+                     f"{min(args.checkpoint_lengths)}")
     if "ddp" in args.parts and args.batch % 2:
         parser.error(f"argument --batch: expected an even number (the ddp part gives each of "
                      f"its two processes half), got {args.batch}")
