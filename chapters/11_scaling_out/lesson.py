@@ -34,6 +34,7 @@ import copy
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,7 +51,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import tfcourse as tc
 from tfcourse import distributed
-from tfcourse.bench.measure import median_seconds, peak_memory_mib
+from tfcourse.bench import scaling
 from tfcourse.plotting import plot_history
 from tfcourse.train import gpt_task
 
@@ -92,6 +93,20 @@ def synchronize() -> None:
     """Wait for the GPU: its work is queued, and a clock read too early times only the queue."""
     if on_gpu:
         torch.cuda.synchronize(device)
+
+
+def median_time(fn, repeats: int = 5) -> float:
+    """The median of ``repeats`` timings of ``fn()``, in seconds, after one untimed call (the
+    first call allocates memory); the median, because a busy machine adds slow outliers."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        synchronize()
+        start = time.perf_counter()
+        fn()
+        synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def name_sublayers(model: nn.Module) -> list:
@@ -185,10 +200,10 @@ with FlopCounterMode(display=False) as counter:
     task.loss_fn(model, batch).backward()
 model.zero_grad(set_to_none=True)
 step_flops = counter.get_total_flops()
-step_s = median_seconds(lambda: train_step(0), device, repeats=5)
+step_s = median_time(lambda: train_step(0))
 n = 2048 if on_gpu else 1024
 a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-peak = 2 * n**3 / median_seconds(lambda: a @ b, device, repeats=5)  # FLOP/s of one big product
+peak = 2 * n**3 / median_time(lambda: a @ b)  # FLOP/s of one big matrix product
 achieved = step_flops / step_s
 print(f"one training step: {step_flops / 1e9:.2f} GFLOP in {step_s * 1e3:.1f} ms = "
       f"{achieved / 1e9:.1f} GFLOP/s")
@@ -365,8 +380,8 @@ def compile_and_time(block: nn.Module) -> dict:
         warnings.simplefilter("ignore")  # "caches force disabled" notes
         block_step(compiled)
     compile_s = time.perf_counter() - start
-    eager_s = median_seconds(lambda: block_step(block), device, repeats=10)
-    compiled_s = median_seconds(lambda: block_step(compiled), device, repeats=10)
+    eager_s = median_time(lambda: block_step(block), repeats=10)
+    compiled_s = median_time(lambda: block_step(compiled), repeats=10)
     block.zero_grad(set_to_none=True)
     compiled.zero_grad(set_to_none=True)
     block_step(block)
@@ -387,18 +402,21 @@ for name, block in blocks.items():
     assert r["gap"] < 1e-3
 
 # %% [markdown]
-# Each compilation costs seconds, and the two blocks gain very differently. Most of the
-# Transformer block's time is in its matrix products and its fused attention, which compiled
-# code calls in the same libraries as eager code: what compilation removes is the separate
-# passes over memory of its element-wise operations (bias, GELU, residual, LayerNorm), a small
-# share of the step on a CPU. The Mamba block is the opposite case: its selective scan is
-# mostly element-wise work on small tensors (the discretisation's exponentials, products,
-# cumulative sums, chunk after chunk), and fusing it saves much of its time. On a GPU each
-# separate operation is also a kernel launch, and compilation gains more: over more than 180
-# models, Ansel et al. (2024, "PyTorch 2", ASPLOS) measured a geometric-mean speed-up of
-# 1.41x for training and 2.27x for inference on an A100. Either way, compilation pays for runs
-# of thousands of steps, not for a cell run once. `python -m tfcourse.bench scaling` measures
-# the same on whole models.
+# Each compilation costs seconds, and on a CPU, at these sizes, the compiled steps gain
+# little or nothing; the Mamba block's can even be slower. Most of the Transformer block's time
+# is in its matrix products and its fused attention, which compiled code calls in the same
+# libraries as eager code: what compilation removes is the separate passes over memory of the
+# element-wise operations (bias, GELU, residual, LayerNorm), a small share of a CPU's step. The
+# Mamba block's scan is a Python loop over chunks of the sequence, which Dynamo unrolls into
+# one long graph: the compilation grows with the length, and the generated code is not
+# necessarily faster than PyTorch's own kernels. `python -m tfcourse.bench scaling` compiles
+# chapter 10's whole models at $T = 256$, and measured on this machine 1.33x for the GPT (at
+# width 64 its many small element-wise operations weigh more) and 0.97x for Mamba, after a
+# first step of about two minutes. On a GPU each separate operation is also a kernel launch,
+# and compilation gains more: over more than 180 models, Ansel et al. (2024, "PyTorch 2",
+# ASPLOS) measured a geometric-mean speed-up of 1.41x for training and 2.27x for inference on
+# an A100. Compilation pays for runs of thousands of steps, not for a cell run once, and it is
+# worth measuring model by model.
 #
 # ### Graph breaks
 #
@@ -445,30 +463,21 @@ torch._dynamo.reset()
 # %%
 long_batch = gpt_task(width=C, layers=4, block=512, seed=0).batches(8)(0).to(device)  # (8, 513)
 plain = gpt_task(width=C, layers=4, block=512, seed=0).model.to(device)
-recomputed = copy.deepcopy(plain)
-names = tc.training.checkpoint_blocks(recomputed)
-print(f"checkpointed blocks: {names}")
-
-
-def lm_step(m: nn.Module) -> None:
+recomputed = copy.deepcopy(plain)  # the same weights
+print(f"checkpointed blocks: {tc.training.checkpoint_blocks(recomputed)}")
+for m in (plain, recomputed):
     task.loss_fn(m, long_batch).backward()
+gap = max((p.grad - q.grad).abs().max().item()
+          for p, q in zip(plain.parameters(), recomputed.parameters(), strict=True))
+print(f"the gradients of the two differ by at most {gap:.0e}")
 
-
-costs = {}
-for label, m in (("stored", plain), ("recomputed", recomputed)):
-    costs[label] = (peak_memory_mib(lambda m=m: lm_step(m), device),
-                    median_seconds(lambda m=m: lm_step(m), device, repeats=5))
-    print(f"activations {label:10s}: peak {costs[label][0]:6.0f} MiB, step "
-          f"{costs[label][1] * 1e3:6.1f} ms")
-print(f"checkpointing: {1 - costs['recomputed'][0] / costs['stored'][0]:.0%} less memory, "
-      f"{costs['recomputed'][1] / costs['stored'][1] - 1:+.0%} time")
-plain.zero_grad(set_to_none=True)
-recomputed.zero_grad(set_to_none=True)
-lm_step(plain)
-lm_step(recomputed)
-assert all(torch.allclose(p.grad, q.grad, atol=1e-6)
-           for p, q in zip(plain.parameters(), recomputed.parameters(), strict=True))
-print("the gradients are the same")
+# the cost, measured on the same GPT in a fresh process (memory that this one freed earlier
+# would be reused unseen and hide part of the peak)
+cost = scaling.checkpointing_costs([512], d_model=C, num_layers=4, batch=8)[0]
+print(f"a training step on {cost.batch} x {cost.length} tokens: activations stored "
+      f"{cost.plain_mib:.0f} MiB and {cost.plain_s * 1e3:.0f} ms; recomputed "
+      f"{cost.checkpointed_mib:.0f} MiB and {cost.checkpointed_s * 1e3:.0f} ms")
+print(f"checkpointing: {1 - cost.memory_ratio:.0%} less memory, {cost.time_ratio - 1:+.0%} time")
 
 # %% [markdown]
 # ### Gradient accumulation
@@ -601,9 +610,12 @@ print(f"largest relative difference of the 30 losses: "
 # The two curves agree to rounding: float32 sums taken in another order, about $10^{-7}$ of the
 # loss at the first step, grown by the training to $10^{-6}$ or so. Two processes on this
 # 2-core machine are not faster than one: they share the same two cores that one process
-# already uses with two threads, and each step adds an all-reduce of every gradient.
-# `python -m tfcourse.bench scaling` measures it; on $W$ GPUs, each process has a whole device
-# to itself and the step's time falls by nearly $W$.
+# already uses with two threads, each step adds an all-reduce of every gradient, and each
+# process runs its own Python and optimizer. `python -m tfcourse.bench scaling` times the
+# training step of chapter 10's GPT on 8 x 256 tokens: 15.0 steps/s for one process with one
+# thread, 23.8 with two threads, and 23.3 for two processes of one thread each with DDP (CPU,
+# 2 cores, a shared machine: figures within 10% of each other are a tie). On $W$ GPUs each
+# process has a whole device to itself, and the step's time falls by nearly $W$.
 #
 # ### Checkpoints that resume exactly
 #
@@ -732,8 +744,9 @@ print(f"measured on {where}, precision {precision_used}: 40 steps in {seconds:.1
 #   far from the machine's peak a model runs.
 # - bfloat16 autocast keeps float32's range; float16 needs dynamic loss scaling
 #   (`GradScaler`), or small gradients underflow to zero.
-# - `torch.compile` fuses operations for a speed-up after a compilation of seconds; graph breaks
-#   (reading a tensor's value in Python) cut the graph.
+# - `torch.compile` fuses operations after a compilation of seconds to minutes; what it gains
+#   depends on the model and the device, so measure it (little on this CPU, more on GPUs).
+#   Graph breaks (reading a tensor's value in Python) cut the graph.
 # - Activation checkpointing trades a forward pass of compute for most of the activation
 #   memory; gradient accumulation gives a large batch's update from small micro-batches.
 # - Data parallelism is an all-reduce of the gradients; `torchrun` starts the processes,
