@@ -80,7 +80,7 @@ print(f"torch {torch.__version__}, tfcourse {tc.__version__}, device: {device} (
 # feed-forward sublayer (the backward pass runs in autograd's engine, outside the modules, so
 # it is timed as one).
 
-# %% tags=["remove-stderr"]
+# %%
 B, T, C = 16, 128, 128
 task = gpt_task(width=C, layers=4, block=T, seed=0)
 model = task.model.to(device)
@@ -147,7 +147,12 @@ def train_step(step: int) -> torch.Tensor:
     return loss
 
 
-for step in range(3):  # warm-up: the first steps allocate memory and start thread pools
+# %% [markdown]
+# Three steps warm up (the first steps allocate memory and start thread pools), then the
+# profiler records five:
+
+# %% tags=["remove-stderr"]
+for step in range(3):
     train_step(step)
 handles = name_sublayers(model)
 activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
