@@ -561,23 +561,6 @@ def data_parallel_rates(
 # --- the command line ---
 
 
-def _positive_int(text: str) -> int:
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
-    return value
-
-
-def _machine(device: torch.device) -> str:
-    from tfcourse.bench.compare import _machine as machine
-
-    return machine(device)
-
 
 def _load() -> str:
     """The machine's load average over the last minute: on a shared machine, what else ran."""
@@ -642,6 +625,8 @@ def _print_ddp(result: DataParallelRates) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     import argparse
+
+    from tfcourse.bench.compare import _machine, _positive_int  # the same checks and header
 
     parser = argparse.ArgumentParser(prog="python -m tfcourse.bench scaling")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
