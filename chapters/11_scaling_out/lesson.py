@@ -10,8 +10,8 @@
 #    against the machine's best matrix-multiply rate;
 # 2. **mixed precision**: bfloat16 autocast; float16 with `GradScaler`, and why float16 needs
 #    loss scaling (a gradient that underflows to zero, shown);
-# 3. **compilation**: `torch.compile` on a Transformer block, timed, and the graph breaks that
-#    stop it from seeing a whole model;
+# 3. **compilation**: `torch.compile` on a Transformer block and a Mamba block, timed, and the
+#    graph breaks that stop it from seeing a whole model;
 # 4. **memory**: activation checkpointing (memory against time) and gradient accumulation (a
 #    large batch in small pieces);
 # 5. **data-parallel training**: the all-reduce, `DistributedDataParallel`, `torchrun` on one
