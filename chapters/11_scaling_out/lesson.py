@@ -572,8 +572,10 @@ assert all(torch.allclose(averaged, net.weight.grad, atol=1e-6) for _, averaged 
 
 # %%
 workdir = Path(tempfile.mkdtemp(prefix="chapter11-"))
+# on the CPU, also on a one-GPU Colab runtime: two processes need two GPUs to use nccl
 TRAIN = ["-m", "tfcourse.train", "--model", "gpt", "--steps", "30", "--batch", "32",
-         "--width", "64", "--layers", "2", "--block", "64", "--warmup", "3", "--quiet"]
+         "--width", "64", "--layers", "2", "--block", "64", "--warmup", "3", "--device", "cpu",
+         "--quiet"]
 # one thread per process: two processes share this machine's cores
 env = {k: v for k, v in os.environ.items() if k not in distributed.TORCHRUN_VARIABLES}
 env.update(TFCOURSE_THREADS="1", OMP_NUM_THREADS="1")
