@@ -164,6 +164,9 @@ def _group_member(fn: Callable[..., Any], args: tuple, rank_: int, size: int, st
 
     try:
         torch.set_num_threads(1)  # the processes share the machine's cores
+        # gloo binds to the interface of the host's name unless told; a sandbox without network
+        # may not resolve it. Set here, in the child, the caller's environment stays as it was.
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", _loopback_interface())
         store = dist.FileStore(store_path, size)
         dist.init_process_group("gloo", store=store, rank=rank_, world_size=size,
                                 timeout=timeout)
@@ -211,7 +214,6 @@ def run_local_group(fn: Callable[..., Any], world_size: int = 2, args: tuple = (
         raise RuntimeError("run_local_group: this process is already in a process group; call "
                            "it from a plain process (a notebook, a script without torchrun)")
     context = multiprocessing.get_context("fork")
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", _loopback_interface())
     with tempfile.TemporaryDirectory(prefix="tfcourse-group-") as folder:
         store_path = os.path.join(folder, "store")
         pipes, processes = [], []
